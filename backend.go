@@ -1,0 +1,97 @@
+// Package oauth is a Vault secrets engine that brokers OAuth 2.0 access tokens.
+package oauth
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/singleflight"
+)
+
+// Storage layout. All three hold secrets and are seal-wrapped.
+const (
+	configPath   = "config"
+	rolePrefix   = "roles/"
+	tokenPrefix  = "tokens/"
+	backendTitle = "OAuth 2.0 token broker"
+)
+
+// Version is reported to Vault as the plugin's running version; main sets it from a linker flag.
+var Version = "v0.0.0-dev"
+
+type backend struct {
+	*framework.Backend
+
+	// roleLocks serialise storage writes per role. They are never held across a call to the
+	// provider, so one slow provider cannot stall an unrelated role.
+	roleLocks []*locksutil.LockEntry
+	// grants makes concurrent readers of one role share one upstream token request.
+	grants singleflight.Group
+
+	cache entryCache
+	// unsaved holds tokens the provider issued that storage refused; a rotated refresh token may
+	// exist nowhere else, so it is kept and storing it is retried.
+	unsaved sync.Map // role name -> *tokenEntry
+
+	now func() time.Time
+}
+
+// Factory returns a configured backend, as Vault's plugin runtime calls it.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend()
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func newBackend() *backend {
+	b := &backend{
+		roleLocks: locksutil.CreateLocks(),
+		now:       time.Now,
+	}
+	b.Backend = &framework.Backend{
+		Help:        strings.TrimSpace(backendHelp),
+		BackendType: logical.TypeLogical,
+		PathsSpecial: &logical.Paths{
+			SealWrapStorage: []string{configPath, rolePrefix, tokenPrefix},
+		},
+		Paths: framework.PathAppend(
+			[]*framework.Path{pathConfig(b)},
+			pathRoles(b),
+			[]*framework.Path{pathCreds(b)},
+		),
+		Secrets:        []*framework.Secret{secretAccessToken(b)},
+		Invalidate:     b.invalidate,
+		RunningVersion: Version,
+	}
+	return b
+}
+
+// invalidate drops what a replicated or standby write made stale.
+func (b *backend) invalidate(_ context.Context, key string) {
+	switch {
+	case key == configPath:
+		b.cache.dropConfig()
+	case strings.HasPrefix(key, rolePrefix):
+		b.cache.roles.Delete(strings.TrimPrefix(key, rolePrefix))
+	case strings.HasPrefix(key, tokenPrefix):
+		b.cache.tokens.Delete(strings.TrimPrefix(key, tokenPrefix))
+	}
+}
+
+func (b *backend) roleLock(name string) *locksutil.LockEntry {
+	return locksutil.LockForKey(b.roleLocks, name)
+}
+
+const backendHelp = `
+The OAuth secrets engine obtains OAuth 2.0 access tokens from an identity provider on behalf of
+applications. An operator configures the provider at "config" and one role per application at
+"roles/<name>"; an application reads "creds/<name>" and receives a cached access token as a
+non-renewable lease that lasts as long as the token does.
+`

@@ -1,0 +1,158 @@
+package oauth
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// Bounds on operator input: generous for real use, small enough that nothing hostile gets stored.
+const (
+	maxFieldBytes   = 16 << 10
+	maxPEMBytes     = 64 << 10
+	maxTimeout      = 5 * time.Minute
+	maxDuration     = 365 * 24 * time.Hour
+	maxAssertionTTL = 24 * time.Hour
+)
+
+// namePattern captures a role name in a path; validateRoleName decides whether it is a good one.
+const namePattern = `(?P<name>[^/]+)`
+
+// roleNameRegex is what a role name may be: letters, digits, '-', '_', '.', starting and ending
+// with a letter or digit.
+var roleNameRegex = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$`)
+
+// fieldError is bad input: it becomes a 400 that names the field.
+type fieldError struct {
+	field string
+	msg   string
+}
+
+func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+
+func fieldErrorf(field, format string, args ...any) error {
+	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+// rejectUnknownFields turns Vault's silent "ignored parameters" warning into an error, so a
+// misspelt field is never mistaken for a setting.
+func rejectUnknownFields(req *logical.Request, d *framework.FieldData) error {
+	var unknown []string
+	for k := range req.Data {
+		if _, ok := d.Schema[k]; !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	known := make([]string, 0, len(d.Schema))
+	for k := range d.Schema {
+		if k != "name" {
+			known = append(known, k)
+		}
+	}
+	sort.Strings(known)
+	return fieldErrorf(strings.Join(unknown, ", "), "unknown field; valid fields are %s", strings.Join(known, ", "))
+}
+
+func validateRoleName(name string) error {
+	if !roleNameRegex.MatchString(name) {
+		return fieldErrorf("name", "%q is not a valid role name: use 1-128 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", clipInput(name))
+	}
+	return nil
+}
+
+// validateEndpointURL accepts an absolute https URL, or http to a loopback host (for local
+// providers), with no credentials or fragment in it.
+func validateEndpointURL(field, raw string) error {
+	if raw == "" {
+		return nil
+	}
+	if len(raw) > 2048 {
+		return fieldErrorf(field, "URL is longer than 2048 characters")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return fieldErrorf(field, "%q is not an absolute URL", clipInput(raw))
+	}
+	if u.User != nil {
+		return fieldErrorf(field, "URL must not carry credentials")
+	}
+	if u.Fragment != "" {
+		return fieldErrorf(field, "URL must not have a fragment")
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return fieldErrorf(field, "http is allowed only for loopback hosts; use https for %s", u.Hostname())
+		}
+	default:
+		return fieldErrorf(field, "scheme %q is not allowed; use https", u.Scheme)
+	}
+	if u.Port() != "" {
+		if _, err := net.LookupPort("tcp", u.Port()); err != nil {
+			return fieldErrorf(field, "port %q is not valid", u.Port())
+		}
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func validateDuration(field string, d, max time.Duration) error {
+	if d < 0 {
+		return fieldErrorf(field, "must not be negative")
+	}
+	if d > max {
+		return fieldErrorf(field, "must be at most %s", max)
+	}
+	return nil
+}
+
+func validateChoice(field, value string, choices []string) error {
+	if slices.Contains(choices, value) {
+		return nil
+	}
+	return fieldErrorf(field, "%q is not supported; choose one of %s", clipInput(value), strings.Join(choices, ", "))
+}
+
+func validateLength(field, value string, max int) error {
+	if len(value) > max {
+		return fieldErrorf(field, "is %d bytes; at most %d are allowed", len(value), max)
+	}
+	return nil
+}
+
+// clipInput shortens operator input that is echoed in an error. Only non-secret fields are
+// ever echoed.
+func clipInput(s string) string {
+	if r := []rune(s); len(r) > 64 {
+		return string(r[:64]) + "…"
+	}
+	return s
+}
+
+// errorResponse turns a validation error into a 400 and anything else into an internal error.
+func errorResponse(err error) (*logical.Response, error) {
+	if fe, ok := err.(*fieldError); ok {
+		return logical.ErrorResponse(fe.Error()), nil
+	}
+	return nil, err
+}

@@ -1,0 +1,78 @@
+package oauthclient
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"golang.org/x/oauth2"
+)
+
+// Client authentication methods (RFC 8414 / OIDC Core §9 names).
+const (
+	AuthClientSecretBasic = "client_secret_basic"
+	AuthClientSecretPost  = "client_secret_post"
+	AuthClientSecretJWT   = "client_secret_jwt"
+	AuthPrivateKeyJWT     = "private_key_jwt"
+	AuthNone              = "none"
+)
+
+// AuthMethods lists the supported methods, in the order of preference used when choosing from a
+// provider's token_endpoint_auth_methods_supported.
+var AuthMethods = []string{AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT, AuthClientSecretJWT, AuthNone}
+
+// clientAssertionType is RFC 7523 §2.2's client_assertion_type.
+const clientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// clientAssertionTTL keeps client assertions short-lived: they are single-use proofs.
+const clientAssertionTTL = time.Minute
+
+// ClientAuth says how the client authenticates to the token endpoint.
+type ClientAuth struct {
+	Method       string
+	ClientID     string
+	ClientSecret string
+	// Key signs private_key_jwt assertions.
+	Key *SigningKey
+}
+
+func (a ClientAuth) style() oauth2.AuthStyle {
+	if a.Method == AuthClientSecretBasic {
+		return oauth2.AuthStyleInHeader
+	}
+	return oauth2.AuthStyleInParams
+}
+
+func (a ClientAuth) sendsSecret() bool {
+	return a.Method == AuthClientSecretBasic || a.Method == AuthClientSecretPost
+}
+
+// params returns the body parameters of JWT client authentication (RFC 7523 §2.2, OIDC Core §9).
+func (a ClientAuth) params(tokenURL string, now time.Time) (url.Values, error) {
+	var key *SigningKey
+	switch a.Method {
+	case AuthClientSecretJWT:
+		key = &SigningKey{Key: []byte(a.ClientSecret), Alg: jose.HS256}
+	case AuthPrivateKeyJWT:
+		if a.Key == nil {
+			return nil, fmt.Errorf("private_key_jwt needs a client key")
+		}
+		key = a.Key
+	default:
+		return nil, nil
+	}
+	assertion, err := key.SignJWT(Claims{
+		Issuer:   a.ClientID,
+		Subject:  a.ClientID,
+		Audience: tokenURL,
+		TTL:      clientAssertionTTL,
+	}, now)
+	if err != nil {
+		return nil, fmt.Errorf("cannot sign client assertion: %w", err)
+	}
+	return url.Values{
+		"client_assertion_type": {clientAssertionType},
+		"client_assertion":      {assertion},
+	}, nil
+}

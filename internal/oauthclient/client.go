@@ -1,0 +1,185 @@
+// Package oauthclient performs OAuth 2.0 token requests (RFC 6749 and its extensions) and knows
+// nothing of Vault: it turns a TokenRequest into a Token or an *Error that is safe to show.
+package oauthclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// MaxResponseBytes caps what is read of any provider response; a token response is a few KiB.
+const MaxResponseBytes = 1 << 20
+
+// Grant type URIs (RFC 6749 §4, RFC 7523 §2.1, RFC 8628 §3.4, RFC 8693 §2.1).
+const (
+	GrantClientCredentials = "client_credentials"
+	GrantPassword          = "password"
+	GrantRefreshToken      = "refresh_token"
+	GrantJWTBearer         = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+)
+
+// TokenRequest is one request to a token endpoint.
+type TokenRequest struct {
+	TokenURL  string
+	GrantType string
+	// Params holds the grant's inputs and any extra parameters (audience, resource, ...).
+	Params url.Values
+	Scopes []string
+	Auth   ClientAuth
+}
+
+// Token is a successful token response.
+type Token struct {
+	AccessToken  string
+	TokenType    string
+	RefreshToken string
+	IDToken      string
+	Scope        string
+	// ExpiresIn is zero when the provider sent no (or no usable) expires_in.
+	ExpiresIn time.Duration
+}
+
+// Client sends token requests with one HTTP client (its TLS roots and timeout).
+type Client struct {
+	http *http.Client
+	now  func() time.Time
+}
+
+// NewClient returns a Client whose requests trust only caPEM when it is set (else the system
+// roots) and end after timeout, body included.
+func NewClient(caPEM string, timeout time.Duration) (*Client, error) {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if caPEM != "" {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+			return nil, errors.New("ca_pem holds no PEM certificate")
+		}
+		transport.TLSClientConfig.RootCAs = pool
+	}
+	return &Client{
+		http: &http.Client{
+			Timeout:   timeout,
+			Transport: acceptJSON{transport},
+			// A token endpoint that redirects is misconfigured; following it would resend
+			// credentials to wherever it points.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		now: time.Now,
+	}, nil
+}
+
+// HTTPClient is the client used for every request to the provider.
+func (c *Client) HTTPClient() *http.Client { return c.http }
+
+// acceptJSON asks for JSON: some providers answer form-encoded unless asked.
+type acceptJSON struct{ next http.RoundTripper }
+
+func (a acceptJSON) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Accept", "application/json")
+	return a.next.RoundTrip(req)
+}
+
+// Exchange performs the token request. Errors are *Error values that carry no secret.
+func (c *Client) Exchange(ctx context.Context, req TokenRequest) (*Token, error) {
+	params := url.Values{}
+	for k, v := range req.Params {
+		params[k] = append([]string(nil), v...)
+	}
+	// clientcredentials.Config lets grant_type be overridden, which makes it a generic token
+	// request with x/oauth2's response and error parsing.
+	params.Set("grant_type", req.GrantType)
+	authParams, err := req.Auth.params(req.TokenURL, c.now())
+	if err != nil {
+		return nil, &Error{Cause: err.Error()}
+	}
+	for k, v := range authParams {
+		params[k] = v
+	}
+	conf := &clientcredentials.Config{
+		ClientID:       req.Auth.ClientID,
+		TokenURL:       req.TokenURL,
+		Scopes:         req.Scopes,
+		EndpointParams: params,
+		AuthStyle:      req.Auth.style(),
+	}
+	if req.Auth.sendsSecret() {
+		conf.ClientSecret = req.Auth.ClientSecret
+	}
+	if conf.AuthStyle == oauth2.AuthStyleInParams && !req.Auth.sendsSecret() {
+		// Public clients and JWT-authenticated clients identify themselves in the body.
+		conf.ClientID = ""
+		params.Set("client_id", req.Auth.ClientID)
+	}
+	start := c.now()
+	tok, err := conf.Token(context.WithValue(ctx, oauth2.HTTPClient, c.http))
+	if err != nil {
+		return nil, toError(err, req.TokenURL)
+	}
+	return fromOAuth2(tok, start), nil
+}
+
+func fromOAuth2(tok *oauth2.Token, start time.Time) *Token {
+	out := &Token{
+		AccessToken:  tok.AccessToken,
+		TokenType:    normalizeTokenType(tok.TokenType),
+		RefreshToken: tok.RefreshToken,
+		IDToken:      extraString(tok, "id_token"),
+		Scope:        extraString(tok, "scope"),
+	}
+	if !tok.Expiry.IsZero() {
+		// x/oauth2 sets Expiry from expires_in when the response arrives; measure from before
+		// the request so the lifetime never comes out longer than the provider meant.
+		if left := tok.Expiry.Sub(start).Truncate(time.Second); left > 0 {
+			out.ExpiresIn = left
+		}
+	}
+	return out
+}
+
+// normalizeTokenType maps "bearer" (as some providers send it) and a missing type to "Bearer"
+// (RFC 6750 §4: the type is case insensitive).
+func normalizeTokenType(t string) string {
+	if t == "" || strings.EqualFold(t, "bearer") {
+		return "Bearer"
+	}
+	return t
+}
+
+func extraString(tok *oauth2.Token, key string) string {
+	s, _ := tok.Extra(key).(string)
+	return s
+}
+
+// GrantTypeURI maps the short grant names used in configuration to the wire values.
+func GrantTypeURI(short string) string {
+	switch short {
+	case "jwt_bearer":
+		return GrantJWTBearer
+	case "device_code":
+		return "urn:ietf:params:oauth:grant-type:device_code"
+	case "token_exchange":
+		return "urn:ietf:params:oauth:grant-type:token-exchange"
+	}
+	return short
+}
+
+// hostOf names a URL by scheme and host only, so an error never repeats a query string.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "the token endpoint"
+	}
+	return fmt.Sprintf("%s://%s", u.Scheme, u.Host)
+}

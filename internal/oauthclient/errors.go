@@ -1,0 +1,128 @@
+package oauthclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// Error is a failed token request, described without any secret: the HTTP status, the RFC 6749
+// §5.2 error code and description, or the transport failure.
+type Error struct {
+	StatusCode  int
+	Code        string
+	Description string
+	// RetryAfter is the provider's Retry-After (RFC 9110 §10.2.3) on 429 and 503, else zero.
+	RetryAfter time.Duration
+	// Cause describes a failure that produced no token response (network, TLS, parse).
+	Cause string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("token request failed")
+	if e.StatusCode != 0 {
+		fmt.Fprintf(&b, ": HTTP %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	}
+	if e.Code != "" {
+		fmt.Fprintf(&b, ": error=%q", e.Code)
+		if e.Description != "" {
+			fmt.Fprintf(&b, " error_description=%q", e.Description)
+		}
+	}
+	if e.Cause != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Cause)
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter)
+	}
+	return b.String()
+}
+
+// InvalidGrant reports that the provider rejected the grant itself (RFC 6749 §5.2): the
+// credential presented (password, refresh token, assertion) is no longer good.
+func (e *Error) InvalidGrant() bool { return e.Code == "invalid_grant" }
+
+// Temporary reports whether trying again later may succeed: transport failures, 5xx and 429.
+func (e *Error) Temporary() bool {
+	return e.StatusCode == 0 && e.Code == "" || e.StatusCode >= 500 || e.StatusCode == http.StatusTooManyRequests
+}
+
+// maxDescription bounds what is kept of a provider's error_description.
+const maxDescription = 300
+
+func toError(err error, tokenURL string) *Error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		out := &Error{Code: clip(re.ErrorCode, 64), Description: clip(re.ErrorDescription, maxDescription)}
+		if re.Response != nil {
+			out.StatusCode = re.Response.StatusCode
+			if out.StatusCode == http.StatusTooManyRequests || out.StatusCode == http.StatusServiceUnavailable {
+				out.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
+			}
+		}
+		if out.Code == "" && out.StatusCode >= 200 && out.StatusCode < 300 {
+			out.Cause = "provider answered with an error it did not name"
+		}
+		return out
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return &Error{Cause: transportCause(ue, tokenURL)}
+	}
+	// x/oauth2's own messages: unparsable body or missing access_token. They hold no body text.
+	return &Error{Cause: "invalid token response: " + strings.TrimPrefix(err.Error(), "oauth2: ")}
+}
+
+func transportCause(ue *url.Error, tokenURL string) string {
+	target := hostOf(tokenURL)
+	var netErr net.Error
+	switch {
+	case errors.Is(ue.Err, context.DeadlineExceeded) || (errors.As(ue.Err, &netErr) && netErr.Timeout()):
+		return fmt.Sprintf("no answer from %s in time", target)
+	case errors.Is(ue.Err, context.Canceled):
+		return fmt.Sprintf("request to %s was cancelled", target)
+	}
+	// The inner error names the operation and address (connection refused, TLS, DNS).
+	return fmt.Sprintf("cannot reach %s: %v", target, ue.Err)
+}
+
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil {
+		if secs < 0 {
+			return 0
+		}
+		return time.Duration(secs) * time.Second
+	}
+	if at, err := http.ParseTime(v); err == nil && at.After(now) {
+		return at.Sub(now).Round(time.Second)
+	}
+	return 0
+}
+
+// clip bounds provider-controlled text and drops control characters so it cannot forge log lines.
+func clip(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
+}

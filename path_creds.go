@@ -1,0 +1,165 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
+)
+
+// secretAccessTokenType is the lease type of creds responses.
+const secretAccessTokenType = "access_token"
+
+func pathCreds(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "creds/" + namePattern + "$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "oauth",
+			OperationVerb:   "generate",
+			OperationSuffix: "credentials",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name":        {Type: framework.TypeString, Required: true, Description: "Name of the role."},
+			"min_seconds": {Type: framework.TypeInt, Description: "Obtain a new token unless the cached one has at least this many seconds left."},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback: b.pathCredsRead,
+				// A miss calls the provider and writes storage: do it once, on the active node.
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+		},
+		HelpSynopsis:    pathCredsHelpSyn,
+		HelpDescription: pathCredsHelpDesc,
+	}
+}
+
+func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateRoleName(name); err != nil {
+		return errorResponse(err)
+	}
+	if err := rejectUnknownFields(req, d); err != nil {
+		return errorResponse(err)
+	}
+	minSeconds := d.Get("min_seconds").(int)
+	if minSeconds < 0 || time.Duration(minSeconds)*time.Second > maxDuration {
+		return errorResponse(fieldErrorf("min_seconds", "must be between 0 and %d", int(maxDuration.Seconds())))
+	}
+	minLeft := time.Duration(minSeconds) * time.Second
+
+	role, err := b.role(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return errorResponse(unknownRoleError(name))
+	}
+	cfg, err := b.config(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return logical.ErrorResponse(errNoConfig.Error()), nil
+	}
+
+	// The hot path: a cached token with enough life left costs no network and no storage write.
+	if tok, err := b.currentToken(ctx, req.Storage, name); err != nil {
+		return nil, err
+	} else if left := tok.remaining(b.now()); left > 0 && left > max(minLeft, refreshThreshold(effectivePolicy(role, cfg), tok.lifetime())) {
+		return b.credsResponse(name, role, tok), nil
+	}
+
+	out := b.obtainToken(ctx, req.Storage, name, minLeft)
+	if out.token == nil {
+		return grantErrorResponse(out.err)
+	}
+	resp := b.credsResponse(name, role, out.token)
+	if out.err != nil {
+		resp.AddWarning(fmt.Sprintf("serving the cached token, which expires at %s: obtaining a new one failed: %v", out.token.ExpiresAt.UTC().Format(time.RFC3339), out.err))
+	}
+	if left := out.token.remaining(b.now()); left < minLeft {
+		resp.AddWarning(fmt.Sprintf("the token has %ds left, less than min_seconds=%d: the provider issues shorter-lived tokens", int(left.Seconds()), minSeconds))
+	}
+	return resp, nil
+}
+
+// credsResponse is the lease: non-renewable, lasting exactly as long as the token (or max_ttl).
+func (b *backend) credsResponse(name string, role *roleEntry, tok *tokenEntry) *logical.Response {
+	left := tok.remaining(b.now()).Truncate(time.Second)
+	ttl := max(left, time.Second)
+	if role.MaxTTL > 0 {
+		ttl = min(ttl, role.MaxTTL)
+	}
+	data := map[string]any{
+		"access_token": tok.AccessToken,
+		"token_type":   tok.TokenType,
+		"expires_at":   tok.ExpiresAt.UTC().Format(time.RFC3339),
+		"expires_in":   int64(left.Seconds()),
+		"scope":        tok.Scope,
+	}
+	if tok.IDToken != "" {
+		data["id_token"] = tok.IDToken
+	}
+	resp := b.Secret(secretAccessTokenType).Response(data, map[string]any{"role": name})
+	resp.Secret.TTL = ttl
+	resp.Secret.MaxTTL = ttl
+	resp.Secret.Renewable = false
+	return resp
+}
+
+// grantErrorResponse reports a failed grant: bad configuration and provider rejections are the
+// operator's to fix (400); an unreachable or failing provider is a 502-like internal error.
+func grantErrorResponse(err error) (*logical.Response, error) {
+	var fe *fieldError
+	var oe *oauthclient.Error
+	switch {
+	case errors.As(err, &fe):
+		return logical.ErrorResponse(fe.Error()), nil
+	case errors.Is(err, errRoleChanged), errors.Is(err, errNoConfig):
+		return logical.ErrorResponse(err.Error()), nil
+	case errors.As(err, &oe) && !oe.Temporary():
+		return logical.ErrorResponse("%v", err), nil
+	}
+	return nil, err
+}
+
+func secretAccessToken(b *backend) *framework.Secret {
+	return &framework.Secret{
+		Type: secretAccessTokenType,
+		Fields: map[string]*framework.FieldSchema{
+			"access_token": {Type: framework.TypeString, Description: "OAuth 2.0 access token."},
+			"token_type":   {Type: framework.TypeString, Description: "Token type, usually Bearer."},
+			"expires_at":   {Type: framework.TypeString, Description: "When the token expires (RFC 3339)."},
+			"expires_in":   {Type: framework.TypeInt, Description: "Seconds the token has left."},
+			"scope":        {Type: framework.TypeString, Description: "Scope the provider granted."},
+			"id_token":     {Type: framework.TypeString, Description: "OpenID Connect ID token, when the provider sent one."},
+		},
+		// Many readers share one token: ending one reader's lease must not end the token for
+		// the others, so revocation is local to Vault.
+		Revoke: func(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
+			return nil, nil
+		},
+	}
+}
+
+const pathCredsHelpSyn = `Read a valid access token for the role.`
+
+const pathCredsHelpDesc = `
+Returns an OAuth 2.0 access token for the role, as a non-renewable lease that lasts as long as
+the token has left. Tokens are cached and shared by every reader of the role; a new one is obtained
+when the cached one nears expiry (see the role's refresh_buffer and refresh_fraction), and
+concurrent readers then share a single request to the provider.
+
+min_seconds asks for a token with at least that many seconds left, obtaining a new one if the
+cached token has less: an application whose token was rejected can use it to get a fresh one.
+
+If the provider fails while the cached token is still valid, the cached token is returned with a
+warning. Revoking a lease does not revoke the token at the provider.
+`
