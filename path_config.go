@@ -71,13 +71,13 @@ func (c *configEntry) revocationEndpoint() string {
 
 func pathConfig(b *backend) *framework.Path {
 	fields := map[string]*framework.FieldSchema{
-		"issuer": {Type: framework.TypeString, Description: "Issuer URL; its OIDC Discovery / RFC 8414 metadata supplies the endpoints. Set this or token_url."},
-		"token_url": {Type: framework.TypeString, Description: "Token endpoint URL. Overrides the discovered one."},
-		"auth_url": {Type: framework.TypeString, Description: "Authorization endpoint URL. Overrides the discovered one."},
-		"device_auth_url": {Type: framework.TypeString, Description: "Device authorization endpoint URL (RFC 8628). Overrides the discovered one."},
-		"revocation_url": {Type: framework.TypeString, Description: "Token revocation endpoint URL (RFC 7009). Overrides the discovered one."},
-		"ca_pem": {Type: framework.TypeString, Description: "PEM CA certificates to trust for the provider instead of the system roots."},
-		"timeout": {Type: framework.TypeDurationSecond, Default: int(defaultTimeout.Seconds()), Description: "Time limit for one request to the provider, response body included."},
+		"issuer":                   {Type: framework.TypeString, Description: "Issuer URL; its OIDC Discovery / RFC 8414 metadata supplies the endpoints. Set this or token_url."},
+		"token_url":                {Type: framework.TypeString, Description: "Token endpoint URL. Overrides the discovered one."},
+		"auth_url":                 {Type: framework.TypeString, Description: "Authorization endpoint URL. Overrides the discovered one."},
+		"device_auth_url":          {Type: framework.TypeString, Description: "Device authorization endpoint URL (RFC 8628). Overrides the discovered one."},
+		"revocation_url":           {Type: framework.TypeString, Description: "Token revocation endpoint URL (RFC 7009). Overrides the discovered one."},
+		"ca_pem":                   {Type: framework.TypeString, Description: "PEM CA certificates to trust for the provider instead of the system roots."},
+		"timeout":                  {Type: framework.TypeDurationSecond, Default: int(defaultTimeout.Seconds()), Description: "Time limit for one request to the provider, response body included."},
 		"max_concurrent_refreshes": {Type: framework.TypeInt, Default: defaultMaxConcurrentRefreshes, Description: "How many token requests the background refresher may have open at once."},
 	}
 	addClientFields(fields, "Default for roles")
