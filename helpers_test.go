@@ -1,0 +1,145 @@
+package oauth
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/testprovider"
+)
+
+// faultyStorage wraps storage, counts operations and fails them on demand.
+type faultyStorage struct {
+	logical.Storage
+	gets, puts atomic.Int64
+	mu         sync.Mutex
+	failPut    func(key string) bool
+	failGet    func(key string) bool
+}
+
+var errInjected = errors.New("injected storage failure")
+
+func (s *faultyStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	s.gets.Add(1)
+	s.mu.Lock()
+	fail := s.failGet != nil && s.failGet(key)
+	s.mu.Unlock()
+	if fail {
+		return nil, errInjected
+	}
+	return s.Storage.Get(ctx, key)
+}
+
+func (s *faultyStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	s.puts.Add(1)
+	s.mu.Lock()
+	fail := s.failPut != nil && s.failPut(e.Key)
+	s.mu.Unlock()
+	if fail {
+		return errInjected
+	}
+	return s.Storage.Put(ctx, e)
+}
+
+func (s *faultyStorage) setFailPut(f func(string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failPut = f
+}
+
+// snapshot returns every key and value in storage.
+func (s *faultyStorage) snapshot(t testing.TB) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	keys, err := logical.CollectKeys(context.Background(), s.Storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		e, err := s.Storage.Get(context.Background(), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[k] = string(e.Value)
+	}
+	return out
+}
+
+func newTestBackend(t testing.TB) (*backend, *faultyStorage) {
+	t.Helper()
+	storage := &faultyStorage{Storage: &logical.InmemStorage{}}
+	conf := logical.TestBackendConfig()
+	conf.StorageView = storage
+	b := newBackend()
+	if err := b.Setup(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	return b, storage
+}
+
+// request performs an operation and fails the test on an internal error.
+func request(t testing.TB, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]any) *logical.Response {
+	t.Helper()
+	resp, err := requestErr(b, s, op, path, data)
+	if err != nil {
+		t.Fatalf("%s %s: %v", op, path, err)
+	}
+	return resp
+}
+
+func requestErr(b *backend, s logical.Storage, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	return b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: s})
+}
+
+// mustSucceed fails the test when resp is an error response.
+func mustSucceed(t testing.TB, resp *logical.Response) *logical.Response {
+	t.Helper()
+	if resp != nil && resp.IsError() {
+		t.Fatalf("unexpected error response: %v", resp.Error())
+	}
+	return resp
+}
+
+// mustFailNaming asserts a 400-style error response whose message names field.
+func mustFailNaming(t testing.TB, resp *logical.Response, field string) {
+	t.Helper()
+	if resp == nil || !resp.IsError() {
+		t.Fatalf("expected an error naming %q, got %#v", field, resp)
+	}
+	if msg := resp.Error().Error(); !strings.Contains(msg, field) {
+		t.Fatalf("error %q does not name %q", msg, field)
+	}
+}
+
+const (
+	testClientID     = "app-client"
+	testClientSecret = "app-client-secret-0123456789abcdef0123456789"
+)
+
+// newProviderWithClient starts a provider with one client_secret_basic client.
+func newProviderWithClient(t testing.TB) *testprovider.Provider {
+	p := testprovider.New(t)
+	p.AddClient(&testprovider.Client{ID: testClientID, Secret: testClientSecret, AuthMethod: "client_secret_basic"})
+	return p
+}
+
+// configured returns a backend configured against p with role "app" (client_credentials).
+func configured(t testing.TB, p *testprovider.Provider) (*backend, *faultyStorage) {
+	t.Helper()
+	b, s := newTestBackend(t)
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{
+		"token_url": p.TokenURL(), "client_id": testClientID, "client_secret": testClientSecret,
+	}))
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"scopes": "read,write"}))
+	return b, s
+}
+
+func readCreds(t testing.TB, b *backend, s logical.Storage, role string, data map[string]any) *logical.Response {
+	t.Helper()
+	return mustSucceed(t, request(t, b, s, logical.ReadOperation, "creds/"+role, data))
+}

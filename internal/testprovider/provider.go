@@ -1,0 +1,314 @@
+// Package testprovider is an in-process OAuth 2.0 authorization server for tests: it implements
+// the token endpoint (client_credentials, password, refresh_token with rotation, RFC 7523
+// jwt-bearer), every client authentication method the broker speaks, metadata discovery,
+// introspection and revocation, and counts what it is asked.
+package testprovider
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Client is a registered client.
+type Client struct {
+	ID         string
+	Secret     string
+	AuthMethod string
+	// PublicKey verifies private_key_jwt client assertions and RS/ES jwt-bearer assertions.
+	PublicKey any
+}
+
+// Issued describes an access token the provider issued.
+type Issued struct {
+	ClientID  string
+	Subject   string
+	Scope     string
+	ExpiresAt time.Time
+	Revoked   bool
+	Params    map[string][]string // the token request's non-secret parameters
+}
+
+type refreshGrant struct {
+	clientID string
+	subject  string
+	scope    string
+}
+
+// Provider is a running test authorization server.
+type Provider struct {
+	*httptest.Server
+
+	// TokenTTL is the expires_in of issued tokens; zero omits expires_in.
+	TokenTTL time.Duration
+	// IssueRefreshTokens makes password and refresh_token grants return a (rotated) refresh token.
+	IssueRefreshTokens bool
+	// IDTokens makes grants with scope "openid" return an id_token.
+	IDTokens bool
+	// Hold, when set, is waited on by every token request before it is answered.
+	Hold chan struct{}
+	// Intercept, when set, may answer a token request itself (returning true) to inject faults.
+	Intercept func(w http.ResponseWriter, r *http.Request) bool
+
+	mu       sync.Mutex
+	clients  map[string]*Client
+	users    map[string]string
+	issued   map[string]*Issued
+	refresh  map[string]refreshGrant
+	usedJTIs map[string]bool
+	metadata map[string]any
+
+	requests atomic.Int64
+	inFlight atomic.Int64
+	peak     atomic.Int64
+}
+
+// New starts a provider on loopback; it is closed when the test ends.
+func New(t interface{ Cleanup(func()) }) *Provider {
+	p := &Provider{
+		TokenTTL:           time.Hour,
+		IssueRefreshTokens: true,
+		IDTokens:           true,
+		clients:            map[string]*Client{},
+		users:              map[string]string{},
+		issued:             map[string]*Issued{},
+		refresh:            map[string]refreshGrant{},
+		usedJTIs:           map[string]bool{},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /token", p.token)
+	mux.HandleFunc("POST /revoke", p.revoke)
+	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
+	p.Server = httptest.NewServer(mux)
+	t.Cleanup(p.Close)
+	return p
+}
+
+// TokenURL is the token endpoint.
+func (p *Provider) TokenURL() string { return p.URL + "/token" }
+
+// AddClient registers a client.
+func (p *Provider) AddClient(c *Client) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clients[c.ID] = c
+}
+
+// AddUser registers a resource owner for the password grant.
+func (p *Provider) AddUser(name, password string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.users[name] = password
+}
+
+// SetMetadata overrides discovery fields (e.g. token_endpoint_auth_methods_supported).
+func (p *Provider) SetMetadata(md map[string]any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.metadata = md
+}
+
+// Requests is how many token requests arrived, failed ones included.
+func (p *Provider) Requests() int64 { return p.requests.Load() }
+
+// PeakConcurrency is the most token requests that were open at once.
+func (p *Provider) PeakConcurrency() int64 { return p.peak.Load() }
+
+// Introspect reports what the provider knows of an access token and whether it is active.
+func (p *Provider) Introspect(token string) (Issued, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	it, ok := p.issued[token]
+	if !ok {
+		return Issued{}, false
+	}
+	return *it, !it.Revoked && time.Now().Before(it.ExpiresAt)
+}
+
+// RefreshTokenValid reports whether a refresh token would still be accepted.
+func (p *Provider) RefreshTokenValid(rt string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.refresh[rt]
+	return ok
+}
+
+// IssueRefreshToken mints a refresh token for a client and subject, as an operator would obtain
+// one out of band to import.
+func (p *Provider) IssueRefreshToken(clientID, subject, scope string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	rt := randomToken()
+	p.refresh[rt] = refreshGrant{clientID: clientID, subject: subject, scope: scope}
+	return rt
+}
+
+// RevokeRefreshTokens invalidates every refresh token.
+func (p *Provider) RevokeRefreshTokens() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.refresh)
+}
+
+func (p *Provider) discovery(w http.ResponseWriter, _ *http.Request) {
+	md := map[string]any{
+		"issuer":                                p.URL,
+		"token_endpoint":                        p.TokenURL(),
+		"revocation_endpoint":                   p.URL + "/revoke",
+		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none"},
+		"grant_types_supported":                 []string{"client_credentials", "password", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"},
+	}
+	p.mu.Lock()
+	for k, v := range p.metadata {
+		md[k] = v
+	}
+	p.mu.Unlock()
+	writeJSON(w, http.StatusOK, md)
+}
+
+func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", "form does not parse")
+		return
+	}
+	if _, oerr := p.authenticate(r); oerr != nil {
+		writeError(w, http.StatusUnauthorized, "invalid_client", oerr.desc)
+		return
+	}
+	p.mu.Lock()
+	if it, ok := p.issued[r.PostForm.Get("token")]; ok {
+		it.Revoked = true
+	}
+	delete(p.refresh, r.PostForm.Get("token"))
+	p.mu.Unlock()
+	w.WriteHeader(http.StatusOK)
+}
+
+func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
+	p.requests.Add(1)
+	n := p.inFlight.Add(1)
+	defer p.inFlight.Add(-1)
+	for {
+		peak := p.peak.Load()
+		if n <= peak || p.peak.CompareAndSwap(peak, n) {
+			break
+		}
+	}
+	if p.Hold != nil {
+		<-p.Hold
+	}
+	if p.Intercept != nil && p.Intercept(w, r) {
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", "form does not parse")
+		return
+	}
+	client, oerr := p.authenticate(r)
+	if oerr != nil {
+		writeError(w, http.StatusUnauthorized, "invalid_client", oerr.desc)
+		return
+	}
+	var subject, scope string
+	switch r.PostForm.Get("grant_type") {
+	case "client_credentials":
+		subject, scope = client.ID, r.PostForm.Get("scope")
+	case "password":
+		subject, scope, oerr = p.passwordGrant(r)
+	case "refresh_token":
+		subject, scope, oerr = p.refreshGrant(client, r)
+	case "urn:ietf:params:oauth:grant-type:jwt-bearer":
+		subject, oerr = p.jwtBearerGrant(client, r)
+		scope = r.PostForm.Get("scope")
+	default:
+		oerr = &oauthError{"unsupported_grant_type", "grant_type is not supported"}
+	}
+	if oerr != nil {
+		writeError(w, http.StatusBadRequest, oerr.code, oerr.desc)
+		return
+	}
+	writeJSON(w, http.StatusOK, p.issue(client.ID, subject, scope, r))
+}
+
+func (p *Provider) issue(clientID, subject, scope string, r *http.Request) map[string]any {
+	grant := r.PostForm.Get("grant_type")
+	at := randomToken()
+	resp := map[string]any{"access_token": at, "token_type": "Bearer", "scope": scope}
+	ttl := p.TokenTTL
+	if ttl > 0 {
+		resp["expires_in"] = int(ttl.Seconds())
+	} else {
+		ttl = 24 * time.Hour
+	}
+	params := map[string][]string{}
+	for k, v := range r.PostForm {
+		if !slices.Contains(secretParams, k) {
+			params[k] = v
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.issued[at] = &Issued{ClientID: clientID, Subject: subject, Scope: scope, ExpiresAt: time.Now().Add(ttl), Params: params}
+	if p.IssueRefreshTokens && (grant == "password" || grant == "refresh_token") {
+		rt := randomToken()
+		p.refresh[rt] = refreshGrant{clientID: clientID, subject: subject, scope: scope}
+		resp["refresh_token"] = rt
+	}
+	if p.IDTokens && slices.Contains(strings.Fields(scope), "openid") {
+		resp["id_token"] = "id." + randomToken()
+	}
+	return resp
+}
+
+// secretParams are never recorded.
+var secretParams = []string{"client_secret", "password", "refresh_token", "assertion", "client_assertion"}
+
+func (p *Provider) passwordGrant(r *http.Request) (string, string, *oauthError) {
+	user, pass := r.PostForm.Get("username"), r.PostForm.Get("password")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if want, ok := p.users[user]; !ok || want != pass || user == "" {
+		return "", "", &oauthError{"invalid_grant", "username or password is wrong"}
+	}
+	return user, r.PostForm.Get("scope"), nil
+}
+
+// refreshGrant consumes the refresh token: each one works once (rotation).
+func (p *Provider) refreshGrant(client *Client, r *http.Request) (string, string, *oauthError) {
+	rt := r.PostForm.Get("refresh_token")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g, ok := p.refresh[rt]
+	if !ok || g.clientID != client.ID {
+		return "", "", &oauthError{"invalid_grant", "refresh token is invalid, expired or revoked"}
+	}
+	delete(p.refresh, rt)
+	return g.subject, g.scope, nil
+}
+
+type oauthError struct{ code, desc string }
+
+func writeError(w http.ResponseWriter, status int, code, desc string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func randomToken() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
