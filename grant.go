@@ -237,7 +237,7 @@ func baseRequest(cfg *configEntry, role *roleEntry) (oauthclient.TokenRequest, e
 // signAssertion builds the RFC 7523 §2.1 assertion: iss and sub default to the client ID and
 // aud to the token endpoint.
 func signAssertion(role *roleEntry, req oauthclient.TokenRequest, now time.Time) (string, error) {
-	key, err := parseKeyField("assertion_key", role.AssertionKey, role.AssertionAlg, role.AssertionKID, false)
+	key, err := parseKeyField("assertion_key", "assertion_alg", role.AssertionKey, role.AssertionAlg, role.AssertionKID, false)
 	if err != nil {
 		return "", err
 	}

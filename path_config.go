@@ -344,12 +344,12 @@ func (c clientCredentials) signingKey() (*oauthclient.SigningKey, error) {
 	if err := validateLength("client_key", c.ClientKey, maxPEMBytes); err != nil {
 		return nil, err
 	}
-	return parseKeyField("client_key", c.ClientKey, c.ClientKeyAlg, c.ClientKeyKID, true)
+	return parseKeyField("client_key", "client_key_alg", c.ClientKey, c.ClientKeyAlg, c.ClientKeyKID, true)
 }
 
-// parseKeyField parses a key for field, blaming field for an unreadable key and field_alg for
-// an algorithm that does not fit it.
-func parseKeyField(field, keyText, alg, kid string, pemOnly bool) (*oauthclient.SigningKey, error) {
+// parseKeyField parses a key, blaming field for an unreadable key and algField for an algorithm
+// that does not fit it.
+func parseKeyField(field, algField, keyText, alg, kid string, pemOnly bool) (*oauthclient.SigningKey, error) {
 	if pemOnly && !oauthclient.IsPEM(keyText) {
 		return nil, fieldErrorf(field, "must be a PEM private key (RSA or EC)")
 	}
@@ -361,7 +361,7 @@ func parseKeyField(field, keyText, alg, kid string, pemOnly bool) (*oauthclient.
 	if errors.As(err, &keyErr) {
 		return nil, fieldErrorf(field, "%s", keyErr.Msg)
 	}
-	return nil, fieldErrorf(field+"_alg", "%v", err)
+	return nil, fieldErrorf(algField, "%v", err)
 }
 
 func (p refreshPolicy) validate() error {

@@ -70,10 +70,15 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}
 
 	// The hot path: a cached token with enough life left costs no network and no storage write.
-	if tok, err := b.currentToken(ctx, req.Storage, name); err != nil {
-		return nil, err
-	} else if left := tok.remaining(b.now()); left > 0 && left > max(minLeft, refreshThreshold(effectivePolicy(role, cfg), tok.lifetime())) {
-		return b.credsResponse(name, role, tok), nil
+	// A token storage refused takes the slow path, which stores it first.
+	if _, unsaved := b.unsaved.Load(name); !unsaved {
+		tok, err := b.currentToken(ctx, req.Storage, name)
+		if err != nil {
+			return nil, err
+		}
+		if left := tok.remaining(b.now()); left > 0 && left > max(minLeft, refreshThreshold(effectivePolicy(role, cfg), tok.lifetime())) {
+			return b.credsResponse(name, role, tok), nil
+		}
 	}
 
 	out := b.obtainToken(ctx, req.Storage, name, minLeft)

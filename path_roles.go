@@ -372,7 +372,7 @@ func (r *roleEntry) validateGrantInputs(cfg *configEntry) error {
 		if err := validateLength("assertion_key", r.AssertionKey, maxPEMBytes); err != nil {
 			return err
 		}
-		if _, err := parseKeyField("assertion_key", r.AssertionKey, r.AssertionAlg, r.AssertionKID, false); err != nil {
+		if _, err := parseKeyField("assertion_key", "assertion_alg", r.AssertionKey, r.AssertionAlg, r.AssertionKID, false); err != nil {
 			return err
 		}
 		if r.AssertionTTL <= 0 || r.AssertionTTL > maxAssertionTTL {

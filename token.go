@@ -78,19 +78,28 @@ func (b *backend) storeToken(ctx context.Context, s logical.Storage, name string
 	role := new(roleEntry)
 	found, err := getJSON(ctx, s, rolePrefix+name, role)
 	if err != nil {
-		b.unsaved.Store(name, next)
-		return fmt.Errorf("the new token could not be stored (kept in memory, storing is retried): %w", err)
+		return b.holdUnsaved(name, next, err)
 	}
 	if !found || role.grantFingerprint() != fingerprint {
 		return errRoleChanged
 	}
 	if err := putJSON(ctx, s, tokenPrefix+name, next); err != nil {
-		b.unsaved.Store(name, next)
-		return fmt.Errorf("the new token could not be stored (kept in memory, storing is retried): %w", err)
+		return b.holdUnsaved(name, next, err)
 	}
 	b.unsaved.Delete(name)
 	b.cache.tokens.Store(name, next)
 	return nil
+}
+
+// holdUnsaved keeps a token storage refused, marked with the failure so that the role's status
+// tells the operator its (possibly rotated) refresh token exists only in memory until stored.
+func (b *backend) holdUnsaved(name string, next *tokenEntry, cause error) error {
+	err := fmt.Errorf("the new token could not be stored (kept in memory, storing is retried): %w", cause)
+	held := *next
+	held.LastError = err.Error()
+	held.LastErrorAt = b.now()
+	b.unsaved.Store(name, &held)
+	return err
 }
 
 // dropAccessToken forgets the cached access token so the next read performs the grant; the
