@@ -38,6 +38,9 @@ type backend struct {
 	// exist nowhere else, so it is kept and storing it is retried.
 	unsaved sync.Map // role name -> *tokenEntry
 
+	// refresher replaces tokens in the background before reads would have to wait for one.
+	refresher *refresher
+
 	now func() time.Time
 }
 
@@ -53,6 +56,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 func newBackend() *backend {
 	b := &backend{
 		roleLocks: locksutil.CreateLocks(),
+		refresher: newRefresher(),
 		now:       time.Now,
 	}
 	b.Backend = &framework.Backend{
@@ -64,10 +68,13 @@ func newBackend() *backend {
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
-			[]*framework.Path{pathCreds(b)},
+			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b)},
 		),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,
+		InitializeFunc: b.initialize,
+		PeriodicFunc:   b.periodicRefresh,
+		Clean:          b.clean,
 		RunningVersion: Version,
 	}
 	return b
@@ -80,8 +87,10 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.cache.dropConfig()
 	case strings.HasPrefix(key, rolePrefix):
 		b.cache.roles.Delete(strings.TrimPrefix(key, rolePrefix))
+		b.recheck(strings.TrimPrefix(key, rolePrefix))
 	case strings.HasPrefix(key, tokenPrefix):
 		b.cache.tokens.Delete(strings.TrimPrefix(key, tokenPrefix))
+		b.recheck(strings.TrimPrefix(key, tokenPrefix))
 	}
 }
 

@@ -82,7 +82,7 @@ func validateEndpointURL(field, raw string) error {
 		return fieldErrorf(field, "URL is longer than 2048 characters")
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.Opaque != "" {
+	if err != nil || u.Hostname() == "" || u.Opaque != "" {
 		return fieldErrorf(field, "%q is not an absolute URL", clipInput(raw))
 	}
 	if u.User != nil {

@@ -56,10 +56,14 @@ func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, m
 		return grantOutcome{err: err}
 	}
 	if _, pending := b.unsaved.Load(name); pending {
-		// Store what storage refused before asking the provider for anything new.
-		if err := b.storeToken(ctx, s, name, role.grantFingerprint(), current); err != nil {
+		// Store what storage refused before asking the provider for anything new. The failures
+		// it records were storage's, and are over once it is stored.
+		stored := *current
+		stored.LastError, stored.LastErrorAt, stored.ConsecutiveFailures, stored.RetryAt = "", time.Time{}, 0, time.Time{}
+		if err := b.storeToken(ctx, s, name, role.grantFingerprint(), &stored); err != nil {
 			return b.failed(ctx, s, name, current, err)
 		}
+		current = &stored
 	}
 	now := b.now()
 	if left := current.remaining(now); left > 0 && left > max(minLeft, refreshThreshold(effectivePolicy(role, cfg), current.lifetime())) {
@@ -121,11 +125,13 @@ func (b *backend) failed(ctx context.Context, s logical.Storage, name string, cu
 	marked.LastErrorAt = b.now()
 	marked.ConsecutiveFailures++
 	marked.Failures++
+	marked.RetryAt = retryAfter(cause, marked.LastErrorAt)
 	if _, pending := b.unsaved.Load(name); pending {
 		b.unsaved.Store(name, &marked)
 	} else if err := b.recordFailure(ctx, s, name, &marked); err != nil {
 		b.Logger().Warn("recording the failure failed", "role", name, "error", err)
 	}
+	b.reschedule(ctx, s, name)
 	if marked.remaining(b.now()) > 0 {
 		return grantOutcome{token: &marked, err: cause}
 	}

@@ -219,15 +219,17 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err := role.validate(cfg); err != nil {
 		return errorResponse(err)
 	}
-	if err := putJSON(ctx, req.Storage, rolePrefix+name, role); err != nil {
-		return nil, err
-	}
-	b.cache.roles.Store(name, role)
+	// Drop the old grant's token first: if storage then fails, role and token still agree.
 	if old != nil && old.grantFingerprint() != role.grantFingerprint() {
 		if err := b.dropAccessToken(ctx, req.Storage, name, keepsRefreshToken(old, role, d)); err != nil {
 			return nil, err
 		}
 	}
+	if err := putJSON(ctx, req.Storage, rolePrefix+name, role); err != nil {
+		return nil, err
+	}
+	b.cache.roles.Store(name, role)
+	b.reschedule(ctx, req.Storage, name)
 	return nil, nil
 }
 
@@ -489,6 +491,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	b.cache.roles.Delete(name)
 	b.cache.tokens.Delete(name)
 	b.unsaved.Delete(name)
+	b.forget(name)
 	return nil, nil
 }
 

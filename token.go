@@ -26,6 +26,8 @@ type tokenEntry struct {
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	Grants              int64     `json:"grants"`
 	Failures            int64     `json:"failures"`
+	// RetryAt is when the provider's Retry-After allows the next attempt.
+	RetryAt time.Time `json:"retry_at"`
 }
 
 // remaining is how long the access token is still good for (zero when there is none).
@@ -88,6 +90,7 @@ func (b *backend) storeToken(ctx context.Context, s logical.Storage, name string
 	}
 	b.unsaved.Delete(name)
 	b.cache.tokens.Store(name, next)
+	b.reschedule(ctx, s, name)
 	return nil
 }
 
@@ -105,22 +108,31 @@ func (b *backend) holdUnsaved(name string, next *tokenEntry, cause error) error 
 // dropAccessToken forgets the cached access token so the next read performs the grant; the
 // refresh token is kept when it still serves the role.
 func (b *backend) dropAccessToken(ctx context.Context, s logical.Storage, name string, keepRefresh bool) error {
-	b.unsaved.Delete(name)
 	b.cache.tokens.Delete(name)
 	tok := new(tokenEntry)
 	found, err := getJSON(ctx, s, tokenPrefix+name, tok)
 	if err != nil {
 		return err
 	}
+	// A token storage refused holds the newest refresh token: keep that one, and hold it until
+	// it is written.
+	if held, ok := b.unsaved.Load(name); ok {
+		tok, found = held.(*tokenEntry), true
+	}
 	if !found {
 		return nil
 	}
 	if !keepRefresh || tok.RefreshToken == "" {
-		return s.Delete(ctx, tokenPrefix+name)
+		err = s.Delete(ctx, tokenPrefix+name)
+	} else {
+		err = putJSON(ctx, s, tokenPrefix+name, &tokenEntry{
+			RefreshToken: tok.RefreshToken,
+			Grants:       tok.Grants,
+			Failures:     tok.Failures,
+		})
 	}
-	return putJSON(ctx, s, tokenPrefix+name, &tokenEntry{
-		RefreshToken: tok.RefreshToken,
-		Grants:       tok.Grants,
-		Failures:     tok.Failures,
-	})
+	if err == nil {
+		b.unsaved.Delete(name)
+	}
+	return err
 }

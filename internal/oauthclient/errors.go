@@ -1,9 +1,11 @@
 package oauthclient
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,6 +19,8 @@ import (
 // Error is a failed token request, described without any secret: the HTTP status, the RFC 6749
 // §5.2 error code and description, or the transport failure.
 type Error struct {
+	// Request names the request that failed; empty means the token request.
+	Request     string
 	StatusCode  int
 	Code        string
 	Description string
@@ -28,7 +32,7 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString("token request failed")
+	b.WriteString(cmp.Or(e.Request, "token request") + " failed")
 	if e.StatusCode != 0 {
 		fmt.Fprintf(&b, ": HTTP %d %s", e.StatusCode, http.StatusText(e.StatusCode))
 	}
@@ -79,8 +83,14 @@ func toError(err error, tokenURL string) *Error {
 	if errors.As(err, &ue) {
 		return &Error{Cause: transportCause(ue, tokenURL)}
 	}
-	// x/oauth2's own messages: unparsable body or missing access_token. They hold no body text.
-	return &Error{Cause: "invalid token response: " + strings.TrimPrefix(err.Error(), "oauth2: ")}
+	// x/oauth2 flattens a body read cut short by the client's timeout (a trickling provider)
+	// into text, with or without net/http's "(Client.Timeout ...)" note.
+	if msg := err.Error(); strings.Contains(msg, "Client.Timeout") || strings.Contains(msg, context.DeadlineExceeded.Error()) {
+		return &Error{Cause: fmt.Sprintf("no answer from %s in time", hostOf(tokenURL))}
+	}
+	// x/oauth2's own messages: unparsable body or missing access_token. A JSON error can quote
+	// a provider-sent value of any length (a bad expires_in), so they are clipped.
+	return &Error{Cause: "invalid token response: " + clip(strings.TrimPrefix(err.Error(), "oauth2: "), maxDescription)}
 }
 
 func transportCause(ue *url.Error, tokenURL string) string {
@@ -105,7 +115,8 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		if secs < 0 {
 			return 0
 		}
-		return time.Duration(secs) * time.Second
+		// Clamp rather than overflow into a negative or arbitrary delay.
+		return time.Duration(min(secs, math.MaxInt64/int(time.Second))) * time.Second
 	}
 	if at, err := http.ParseTime(v); err == nil && at.After(now) {
 		return at.Sub(now).Round(time.Second)

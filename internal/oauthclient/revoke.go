@@ -1,0 +1,98 @@
+package oauthclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// RevocationRequest asks the authorization server to revoke a token (RFC 7009 §2.1).
+type RevocationRequest struct {
+	URL   string
+	Token string
+	// TokenTypeHint is "access_token" or "refresh_token"; empty sends no hint.
+	TokenTypeHint string
+	Auth          ClientAuth
+	// Audience is the aud of a JWT client assertion. RFC 7523 §3 lets the token endpoint stand
+	// for the authorization server, which is what servers check, whichever endpoint is called.
+	Audience string
+}
+
+// revocationRequestName prefixes revocation errors, which are otherwise token-request errors.
+const revocationRequestName = "revocation request"
+
+// Revoke revokes a token, authenticating the client as for a token request. The server answers
+// 200 whether or not the token was still valid (RFC 7009 §2.2); any other answer is an *Error.
+func (c *Client) Revoke(ctx context.Context, req RevocationRequest) error {
+	form := url.Values{"token": {req.Token}}
+	if req.TokenTypeHint != "" {
+		form.Set("token_type_hint", req.TokenTypeHint)
+	}
+	authParams, err := req.Auth.params(req.Audience, c.now())
+	if err != nil {
+		return &Error{Request: revocationRequestName, Cause: err.Error()}
+	}
+	for k, v := range authParams {
+		form[k] = v
+	}
+	basic := req.Auth.sendsSecret() && req.Auth.style() == oauth2.AuthStyleInHeader
+	switch {
+	case basic:
+	case req.Auth.sendsSecret():
+		form.Set("client_id", req.Auth.ClientID)
+		form.Set("client_secret", req.Auth.ClientSecret)
+	default:
+		// Public clients and JWT-authenticated clients identify themselves in the body.
+		form.Set("client_id", req.Auth.ClientID)
+	}
+
+	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, req.URL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return &Error{Request: revocationRequestName, Cause: "the revocation endpoint URL is not valid"}
+	}
+	httpReq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if basic {
+		// RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
+		httpReq.SetBasicAuth(url.QueryEscape(req.Auth.ClientID), url.QueryEscape(req.Auth.ClientSecret))
+	}
+	resp, err := c.http.Do(httpReq)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return &Error{Request: revocationRequestName, Cause: transportCause(ue, req.URL)}
+		}
+		return &Error{Request: revocationRequestName, Cause: "cannot reach " + hostOf(req.URL)}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes))
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	return revocationError(resp, body)
+}
+
+// revocationError describes a refused revocation: RFC 7009 §2.2.1 errors use RFC 6749 §5.2's form.
+func revocationError(resp *http.Response, body []byte) *Error {
+	var e struct {
+		Code        string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	_ = json.Unmarshal(body, &e)
+	out := &Error{
+		Request:     revocationRequestName,
+		StatusCode:  resp.StatusCode,
+		Code:        clip(e.Code, 64),
+		Description: clip(e.Description, maxDescription),
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		out.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return out
+}

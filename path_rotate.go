@@ -1,0 +1,127 @@
+package oauth
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
+)
+
+// forceGrant as the minimum time left makes obtainToken perform the grant whatever the cached
+// token has left.
+const forceGrant = time.Duration(math.MaxInt64)
+
+func pathRotate(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "rotate/" + namePattern + "$",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: "oauth",
+			OperationVerb:   "rotate",
+			OperationSuffix: "role-token",
+		},
+		Fields: map[string]*framework.FieldSchema{
+			"name": {Type: framework.TypeString, Required: true, Description: "Name of the role."},
+		},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback: b.pathRotateWrite,
+				// Calls the provider and writes storage: do it once, on the active node.
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+		},
+		HelpSynopsis:    pathRotateHelpSyn,
+		HelpDescription: pathRotateHelpDesc,
+	}
+}
+
+func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	if err := validateRoleName(name); err != nil {
+		return errorResponse(err)
+	}
+	if err := rejectUnknownFields(req, d); err != nil {
+		return errorResponse(err)
+	}
+	role, err := b.role(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return errorResponse(unknownRoleError(name))
+	}
+	cfg, err := b.config(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return logical.ErrorResponse(errNoConfig.Error()), nil
+	}
+	old, err := b.currentToken(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+
+	out := b.obtainToken(ctx, req.Storage, name, forceGrant)
+	if out.err == nil && old != nil && out.token.AccessToken == old.AccessToken {
+		// We joined a grant already under way that decided the old token was good enough.
+		out = b.obtainToken(ctx, req.Storage, name, forceGrant)
+	}
+	if out.err != nil {
+		if out.token != nil {
+			out.err = fmt.Errorf("%w; the previous token, valid until %s, is still served", out.err, out.token.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+		return grantErrorResponse(out.err)
+	}
+
+	resp := &logical.Response{Data: b.refreshStatus(name, role, out.token, cfg)}
+	revoked, err := b.revokeOld(ctx, cfg, role, old)
+	if err != nil {
+		resp.AddWarning(fmt.Sprintf("the new token is stored, but revoking the previous one at the provider failed: %v", err))
+	}
+	resp.Data["previous_token_revoked"] = revoked
+	return resp, nil
+}
+
+// revokeOld revokes the replaced access token (RFC 7009) when the provider has a revocation
+// endpoint and the token has not expired anyway. It reports whether it did.
+func (b *backend) revokeOld(ctx context.Context, cfg *configEntry, role *roleEntry, old *tokenEntry) (bool, error) {
+	endpoint := cfg.revocationEndpoint()
+	if endpoint == "" || old.remaining(b.now()) == 0 {
+		return false, nil
+	}
+	client, err := b.client(cfg)
+	if err != nil {
+		return false, err
+	}
+	req, err := baseRequest(cfg, role)
+	if err != nil {
+		return false, err
+	}
+	err = client.Revoke(ctx, oauthclient.RevocationRequest{
+		URL:           endpoint,
+		Token:         old.AccessToken,
+		TokenTypeHint: "access_token",
+		Auth:          req.Auth,
+		Audience:      req.TokenURL,
+	})
+	return err == nil, err
+}
+
+const pathRotateHelpSyn = `Replace the role's cached token with a new one now.`
+
+const pathRotateHelpDesc = `
+Performs the role's grant at once and replaces the cached token, whatever time it had left: use
+it when a token is known to be compromised or was revoked at the provider. Readers of
+"creds/<name>" get the new token from then on; applications holding the old one must read again.
+
+When the provider has a revocation endpoint (revocation_url, or discovered from the issuer), the
+old access token is revoked there (RFC 7009) after the new one is stored; a failed revocation is
+reported as a warning. If the grant fails, the old token is kept and still served until it
+expires, and the error is reported.
+`

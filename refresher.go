@@ -1,0 +1,421 @@
+package oauth
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/hashicorp/vault/sdk/queue"
+
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
+)
+
+// The refresher replaces tokens before reads would have to: Vault calls PeriodicFunc about once a
+// minute, and each call refreshes every role that would otherwise fall below its threshold before
+// the next call.
+const (
+	// refreshTick is the period of Vault's rollback manager, which calls PeriodicFunc.
+	refreshTick = time.Minute
+	// refreshHorizon is how far ahead a tick looks: to the next tick, plus half a tick of slack
+	// for a late one.
+	refreshHorizon = refreshTick + refreshTick/2
+	// jitterShare of a token's refresh window (lifetime − threshold), up to maxJitter, spreads the
+	// refreshes of roles whose tokens were obtained together. Jitter only ever refreshes earlier.
+	jitterShare = 0.2
+	maxJitter   = 10 * time.Minute
+	// After a failure the next attempt waits backoffBase × 2^(failures−1), at most maxBackoff,
+	// "equal jitter": a random point in the second half of that.
+	backoffBase = refreshTick
+	maxBackoff  = 10 * time.Minute
+	// maxRetryAfter bounds how long one Retry-After answer can hold a role back.
+	maxRetryAfter = time.Hour
+)
+
+// refreshPlan is when the refresher next acts on a role. It depends only on stored state, so a
+// queue rebuilt after a restart is the queue that was lost.
+type refreshPlan struct {
+	// at is the first moment the refresher acts; zero means at the next tick.
+	at time.Time
+	// lead is the time left at which the token is replaced: the threshold plus jitter.
+	lead time.Duration
+	// onRead marks tokens whose refresh window (lifetime − threshold) is shorter than a tick:
+	// the refresher cannot keep them above their threshold, so reads replace them.
+	onRead bool
+}
+
+// planRefresh schedules the replacement of tok, or after failures its next attempt.
+func planRefresh(name string, tok *tokenEntry, p refreshPolicy) refreshPlan {
+	var plan refreshPlan
+	if tok != nil && tok.AccessToken != "" {
+		life := tok.lifetime()
+		th := refreshThreshold(p, life)
+		if life-th < refreshTick {
+			// Replaced every tick it would still fall below its threshold between ticks.
+			return refreshPlan{onRead: true}
+		}
+		spread := min(time.Duration(float64(life-th)*jitterShare), maxJitter)
+		plan.lead = th + time.Duration(unitHash(name, tok.ObtainedAt)*float64(spread))
+		// Act at the last tick that still comes before the token falls to lead.
+		plan.at = tok.ExpiresAt.Add(-plan.lead - refreshHorizon)
+	}
+	if tok != nil && tok.ConsecutiveFailures > 0 {
+		if retry := retryAt(name, tok); retry.After(plan.at) {
+			plan.at = retry
+		}
+	}
+	return plan
+}
+
+// retryAt is when a role that failed may be tried again: exponential backoff from the last
+// failure, and never before the provider's Retry-After.
+func retryAt(name string, tok *tokenEntry) time.Time {
+	n := min(tok.ConsecutiveFailures, 16)
+	ceiling := min(backoffBase<<(n-1), maxBackoff)
+	wait := ceiling/2 + time.Duration(unitHash(name, tok.LastErrorAt)*float64(ceiling/2))
+	return laterOf(tok.LastErrorAt.Add(wait), tok.RetryAt)
+}
+
+// retryAfter is the time before which the provider asked not to be called again, if it did.
+func retryAfter(err error, now time.Time) time.Time {
+	var oe *oauthclient.Error
+	if !errors.As(err, &oe) || oe.RetryAfter <= 0 {
+		return time.Time{}
+	}
+	return now.Add(min(oe.RetryAfter, maxRetryAfter))
+}
+
+// unitHash maps a role and a moment to [0, 1): jitter that is the same after a restart.
+func unitHash(name string, t time.Time) float64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	var buf [12]byte
+	binary.BigEndian.PutUint64(buf[:8], uint64(t.Unix()))
+	binary.BigEndian.PutUint32(buf[8:], uint32(t.Nanosecond()))
+	h.Write(buf[:])
+	return float64(h.Sum64()>>11) / (1 << 53)
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// queueResolution is the unit of queue priorities: a role comes due up to this much before the
+// moment its plan names.
+const queueResolution = time.Millisecond
+
+// priority orders the queue by the moment to act; tokens left to reads never come due.
+func (p refreshPlan) priority() int64 {
+	if p.onRead {
+		return math.MaxInt64
+	}
+	return p.at.UnixMilli()
+}
+
+// refreshQueue is the priority queue of roles by the moment the refresher next acts on them.
+type refreshQueue struct {
+	mu sync.Mutex
+	pq *queue.PriorityQueue
+}
+
+func newRefreshQueue() *refreshQueue { return &refreshQueue{pq: queue.New()} }
+
+// set puts name at priority, replacing any earlier entry.
+func (q *refreshQueue) set(name string, priority int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, _ = q.pq.PopByKey(name)
+	// Push fails only on a duplicate key, which the line above removed.
+	_ = q.pq.Push(&queue.Item{Key: name, Priority: priority})
+}
+
+func (q *refreshQueue) remove(name string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	_, _ = q.pq.PopByKey(name)
+}
+
+// popDue removes and returns the entries whose priority is at most until, earliest first.
+func (q *refreshQueue) popDue(until int64) []*queue.Item {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var due []*queue.Item
+	for {
+		item, err := q.pq.Pop()
+		if err != nil {
+			return due
+		}
+		if item.Priority > until {
+			_ = q.pq.Push(item)
+			return due
+		}
+		due = append(due, item)
+	}
+}
+
+// refresher is the backend's background refresh state.
+type refresher struct {
+	mu sync.Mutex
+	// queue is nil until it is built from storage: on initialize, or at the first tick on a node
+	// that may write.
+	queue *refreshQueue
+	// policy is the config's refresh policy the queue was built with; a new one rebuilds it.
+	policy refreshPolicy
+	// ticking lets one tick run at a time.
+	ticking sync.Mutex
+	// stop ends ticks when the backend is cleaned up.
+	stop   context.Context
+	cancel context.CancelFunc
+}
+
+func newRefresher() *refresher {
+	r := &refresher{}
+	r.stop, r.cancel = context.WithCancel(context.Background())
+	return r
+}
+
+// current returns the queue, or nil while none is built.
+func (r *refresher) current() *refreshQueue {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.queue
+}
+
+// defaultPolicy applies while no config exists.
+var defaultPolicy = refreshPolicy{RefreshFraction: defaultRefreshFraction}
+
+func configPolicy(cfg *configEntry) refreshPolicy {
+	if cfg == nil {
+		return defaultPolicy
+	}
+	return cfg.refreshPolicy
+}
+
+func rolePolicy(role *roleEntry, cfg *configEntry) refreshPolicy {
+	if cfg == nil {
+		cfg = &configEntry{refreshPolicy: defaultPolicy}
+	}
+	return effectivePolicy(role, cfg)
+}
+
+// initialize builds the refresh queue when the mount starts on a node that may write.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if !b.WriteSafeReplicationState() {
+		return nil
+	}
+	cfg, err := b.config(ctx, req.Storage)
+	if err != nil {
+		return err
+	}
+	return b.buildQueue(ctx, req.Storage, cfg)
+}
+
+// clean stops the refresher: a running tick stops starting refreshes and later ticks do nothing.
+func (b *backend) clean(context.Context) {
+	b.refresher.cancel()
+}
+
+// buildQueue schedules every role from what storage holds and replaces the queue with the result.
+func (b *backend) buildQueue(ctx context.Context, s logical.Storage, cfg *configEntry) error {
+	names, err := s.List(ctx, rolePrefix)
+	if err != nil {
+		return fmt.Errorf("listing roles: %w", err)
+	}
+	q := newRefreshQueue()
+	for _, name := range names {
+		role, err := b.role(ctx, s, name)
+		if err != nil {
+			return err
+		}
+		if role == nil {
+			continue
+		}
+		tok, err := b.currentToken(ctx, s, name)
+		if err != nil {
+			return err
+		}
+		q.set(name, b.plan(name, role, tok, cfg).priority())
+	}
+	b.refresher.mu.Lock()
+	b.refresher.queue, b.refresher.policy = q, configPolicy(cfg)
+	b.refresher.mu.Unlock()
+	return nil
+}
+
+// plan is planRefresh for a role as it is now: a token storage refused is stored at the next tick.
+func (b *backend) plan(name string, role *roleEntry, tok *tokenEntry, cfg *configEntry) refreshPlan {
+	plan := planRefresh(name, tok, rolePolicy(role, cfg))
+	if _, pending := b.unsaved.Load(name); pending {
+		plan.at, plan.onRead = time.Time{}, false
+	}
+	return plan
+}
+
+// reschedule brings the role's queue entry in step with its stored role and token. It takes no
+// role lock, so that writers holding one can call it.
+func (b *backend) reschedule(ctx context.Context, s logical.Storage, name string) {
+	q := b.refresher.current()
+	if q == nil {
+		return
+	}
+	role, tok, cfg, err := b.peekRole(ctx, s, name)
+	switch {
+	case err != nil:
+		// The next tick looks again.
+		b.Logger().Warn("scheduling the refresh failed", "role", name, "error", err)
+		q.set(name, b.now().UnixMilli())
+	case role == nil:
+		q.remove(name)
+	default:
+		q.set(name, b.plan(name, role, tok, cfg).priority())
+	}
+}
+
+// forget drops a deleted role from the queue.
+func (b *backend) forget(name string) {
+	if q := b.refresher.current(); q != nil {
+		q.remove(name)
+	}
+}
+
+// recheck makes the next tick look at the role again, for changes made by another node.
+func (b *backend) recheck(name string) {
+	if q := b.refresher.current(); q != nil {
+		q.set(name, b.now().UnixMilli())
+	}
+}
+
+// peekRole reads a role, its newest token and the config without taking the role lock.
+func (b *backend) peekRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, *tokenEntry, *configEntry, error) {
+	role, err := peekCached[roleEntry](ctx, &b.cache.roles, s, rolePrefix, name)
+	if err != nil || role == nil {
+		return nil, nil, nil, err
+	}
+	var tok *tokenEntry
+	if v, ok := b.unsaved.Load(name); ok {
+		tok = v.(*tokenEntry)
+	} else if tok, err = peekCached[tokenEntry](ctx, &b.cache.tokens, s, tokenPrefix, name); err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, err := b.config(ctx, s)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return role, tok, cfg, nil
+}
+
+// peekCached is loadCached without the lock and without filling the cache.
+func peekCached[T any](ctx context.Context, m *sync.Map, s logical.Storage, prefix, name string) (*T, error) {
+	if v, ok := m.Load(name); ok {
+		return v.(*T), nil
+	}
+	out := new(T)
+	found, err := getJSON(ctx, s, prefix+name, out)
+	if err != nil || !found {
+		return nil, err
+	}
+	return out, nil
+}
+
+// periodicRefresh is the backend's PeriodicFunc: it refreshes, with at most
+// max_concurrent_refreshes requests at once, every role due before the next tick.
+func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) error {
+	if !b.WriteSafeReplicationState() {
+		return nil
+	}
+	if !b.refresher.ticking.TryLock() {
+		// The previous tick is still at work and will reach what is due.
+		return nil
+	}
+	defer b.refresher.ticking.Unlock()
+	if b.refresher.stop.Err() != nil {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(b.refresher.stop, cancel)()
+
+	cfg, err := b.config(ctx, req.Storage)
+	if err != nil {
+		return err
+	}
+	if cfg == nil {
+		// Nothing can be refreshed before the provider is configured.
+		return nil
+	}
+	if err := b.ensureQueue(ctx, req.Storage, cfg); err != nil {
+		return err
+	}
+	due := b.refresher.current().popDue(b.now().UnixMilli())
+	b.refreshAll(ctx, req.Storage, cfg, due)
+	return nil
+}
+
+// ensureQueue builds the queue if there is none, or rebuilds it for a new config refresh policy.
+func (b *backend) ensureQueue(ctx context.Context, s logical.Storage, cfg *configEntry) error {
+	b.refresher.mu.Lock()
+	fresh := b.refresher.queue != nil && b.refresher.policy == configPolicy(cfg)
+	b.refresher.mu.Unlock()
+	if fresh {
+		return nil
+	}
+	return b.buildQueue(ctx, s, cfg)
+}
+
+// refreshAll works through due with max_concurrent_refreshes workers. What a cancelled tick
+// did not reach goes back to the queue as it was.
+func (b *backend) refreshAll(ctx context.Context, s logical.Storage, cfg *configEntry, due []*queue.Item) {
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(max(cfg.MaxConcurrentRefreshes, 1), len(due)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range work {
+				b.refreshRole(ctx, s, name)
+			}
+		}()
+	}
+	q := b.refresher.current()
+	for i, item := range due {
+		if ctx.Err() == nil {
+			select {
+			case work <- item.Key:
+				continue
+			case <-ctx.Done():
+			}
+		}
+		for _, rest := range due[i:] {
+			q.set(rest.Key, rest.Priority)
+		}
+		break
+	}
+	close(work)
+	wg.Wait()
+}
+
+// refreshRole replaces the role's token if it is due before the next tick, then schedules the
+// role again. A failure keeps the cached token and the role's place in the queue.
+func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name string) {
+	// Even when the tick is cancelled, the role goes back to the queue.
+	defer b.reschedule(context.WithoutCancel(ctx), s, name)
+	role, tok, cfg, err := b.peekRole(ctx, s, name)
+	if err != nil || role == nil || cfg == nil {
+		return
+	}
+	plan := b.plan(name, role, tok, cfg)
+	if plan.priority() > b.now().UnixMilli() {
+		// Queued early (a change on another node, or a read refreshed it meanwhile).
+		return
+	}
+	// Failures are recorded (and logged) by the grant; the deferred reschedule backs off.
+	b.obtainToken(ctx, s, name, plan.lead+refreshHorizon+queueResolution)
+}
