@@ -70,6 +70,11 @@ func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, m
 		return grantOutcome{token: current, fresh: true}
 	}
 
+	if current != nil && now.Before(current.RetryAt) && current.remaining(now) > 0 {
+		// The provider asked us to wait (Retry-After): honour it while a valid token remains.
+		return grantOutcome{token: current, err: fmt.Errorf("the provider asked to retry after %s: %s", current.RetryAt.UTC().Format(time.RFC3339), current.LastError)}
+	}
+
 	fingerprint := role.grantFingerprint()
 	tok, err := b.requestToken(ctx, cfg, role, current)
 	if err != nil {

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -225,5 +226,30 @@ func waitFor(t testing.TB, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestReadHonoursRetryAfterWhileCachedTokenIsValid(t *testing.T) {
+	p := newProviderWithClient(t)
+	p.TokenTTL = 10 * time.Minute
+	b, s := configured(t, p)
+	first := readCreds(t, b, s, "app", nil).Data["access_token"]
+
+	p.Intercept = func(w http.ResponseWriter, _ *http.Request) bool {
+		w.Header().Set("Retry-After", "120")
+		w.WriteHeader(http.StatusTooManyRequests)
+		return true
+	}
+	b.now = func() time.Time { return time.Now().Add(6 * time.Minute) }
+	if resp := readCreds(t, b, s, "app", nil); resp.Data["access_token"] != first || len(resp.Warnings) == 0 {
+		t.Fatal("a 429 should leave the cached token served with a warning")
+	}
+	requests := p.Requests()
+	resp := readCreds(t, b, s, "app", nil)
+	if p.Requests() != requests {
+		t.Fatal("a read within Retry-After must not call the provider again")
+	}
+	if resp.Data["access_token"] != first || !strings.Contains(resp.Warnings[0], "retry after") {
+		t.Fatalf("want the cached token and a Retry-After warning, got %v", resp.Warnings)
 	}
 }

@@ -113,8 +113,8 @@ func pathRoles(b *backend) []*framework.Path {
 			Fields: fields,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathRoleRead},
-				logical.CreateOperation: &framework.PathOperation{Callback: b.pathRoleWrite},
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRoleWrite},
+				logical.CreateOperation: &framework.PathOperation{Callback: b.pathRoleWrite, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true},
+				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRoleWrite, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true},
 				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathRoleDelete},
 			},
 			ExistenceCheck:  b.pathRoleExists,
