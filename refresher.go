@@ -44,8 +44,9 @@ type refreshPlan struct {
 	at time.Time
 	// lead is the time left at which the token is replaced: the threshold plus jitter.
 	lead time.Duration
-	// onRead marks tokens whose refresh window (lifetime − threshold) is shorter than a tick:
-	// the refresher cannot keep them above their threshold, so reads replace them.
+	// onRead marks tokens that live less than a tick: the refresher cannot keep them alive, so
+	// reads replace them. Tokens whose refresh window (lifetime − threshold) is under a tick are
+	// replaced at every tick, so that at least they never expire unread.
 	onRead bool
 }
 
@@ -55,8 +56,8 @@ func planRefresh(name string, tok *tokenEntry, p refreshPolicy) refreshPlan {
 	if tok != nil && tok.AccessToken != "" {
 		life := tok.lifetime()
 		th := refreshThreshold(p, life)
-		if life-th < refreshTick {
-			// Replaced every tick it would still fall below its threshold between ticks.
+		if life < refreshTick {
+			// Shorter than a tick: the refresher cannot keep it alive, reads replace it.
 			return refreshPlan{onRead: true}
 		}
 		spread := min(time.Duration(float64(life-th)*jitterShare), maxJitter)

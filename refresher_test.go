@@ -181,14 +181,13 @@ func TestPlanRefreshSchedulesBeforeThresholdWithJitter(t *testing.T) {
 	if plan := planRefresh("app", &tokenEntry{RefreshToken: "r"}, policy); !plan.at.IsZero() || plan.onRead {
 		t.Fatalf("a role with only a refresh token is due at once: %+v", plan)
 	}
-	for _, life := range []time.Duration{50 * time.Second, 110 * time.Second} {
-		short := &tokenEntry{AccessToken: "a", ObtainedAt: t0, ExpiresAt: t0.Add(life)}
-		if plan := planRefresh("app", short, policy); !plan.onRead || plan.priority() != math.MaxInt64 {
-			t.Fatalf("a %s token has a refresh window shorter than a tick and is left to reads: %+v", life, plan)
-		}
+	short := &tokenEntry{AccessToken: "a", ObtainedAt: t0, ExpiresAt: t0.Add(50 * time.Second)}
+	if plan := planRefresh("app", short, policy); !plan.onRead || plan.priority() != math.MaxInt64 {
+		t.Fatalf("a 50s token lives less than a tick and is left to reads: %+v", plan)
 	}
-	if plan := planRefresh("app", &tokenEntry{AccessToken: "a", ObtainedAt: t0, ExpiresAt: t0.Add(2 * time.Minute)}, policy); plan.onRead {
-		t.Fatal("a 2m token has a 1m refresh window: the refresher keeps it")
+	narrow := &tokenEntry{AccessToken: "a", ObtainedAt: t0, ExpiresAt: t0.Add(110 * time.Second)}
+	if plan := planRefresh("app", narrow, policy); plan.onRead || plan.at.After(t0.Add(refreshTick)) {
+		t.Fatalf("a 1m50s token would expire before the next tick but one: the next tick replaces it: %+v", plan)
 	}
 
 	// refresh_buffer beats the fraction when it is larger.
@@ -265,25 +264,26 @@ func TestRefresherKeepsThousandRolesAheadOfThreshold(t *testing.T) {
 	for minute := 0; minute <= 180; minute++ {
 		e.tick(t)
 		next := e.clock.Now().Add(refreshTick)
-		onRead := 0
+		narrowWindow := 0
 		for i := range roles {
 			name := fmt.Sprintf("role-%04d", i)
 			tok := e.token(t, name)
 			th := e.threshold(t, name, tok)
 			if tok.lifetime()-th < refreshTick {
-				// A refresh window shorter than a tick: left to reads, and never queued as due.
-				if p, _ := queued(e.b, name); p != math.MaxInt64 {
-					t.Fatalf("%s has a %s refresh window but is queued at %d", name, tok.lifetime()-th, p)
+				// A refresh window shorter than a tick: replaced at every tick, so reads may
+				// have to refresh it, but it never expires between ticks.
+				if tok.remaining(next) <= 0 {
+					t.Fatalf("minute %d: %s (%s refresh window) expires before the next tick", minute, name, tok.lifetime()-th)
 				}
-				onRead++
+				narrowWindow++
 				continue
 			}
 			if tok.remaining(next) <= th {
 				t.Fatalf("minute %d: %s has %s left at the next tick, not more than its threshold %s", minute, name, tok.remaining(next), th)
 			}
 		}
-		if onRead > roles/50 {
-			t.Fatalf("%d roles are left to reads", onRead)
+		if narrowWindow > roles/50 {
+			t.Fatalf("%d roles have a refresh window under a tick", narrowWindow)
 		}
 		if minute%30 == 29 {
 			// Just before the next tick, reads of any role are answered from the cache.
