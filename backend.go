@@ -80,6 +80,14 @@ func newBackend() *backend {
 	return b
 }
 
+// HandleRequest checks what must be checked before the SDK sees the request data.
+func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*logical.Response, error) {
+	if err := rejectMistypedSecrets(req.Data); err != nil {
+		return errorResponse(err)
+	}
+	return b.Backend.HandleRequest(ctx, req)
+}
+
 // invalidate drops what a replicated or standby write made stale.
 func (b *backend) invalidate(_ context.Context, key string) {
 	switch {

@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/url"
@@ -40,6 +41,22 @@ func (e *fieldError) Error() string { return e.field + ": " + e.msg }
 
 func fieldErrorf(field, format string, args ...any) error {
 	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+// secretFields are write-only and never echoed, not even in an error.
+var secretFields = []string{"client_secret", "client_key", "password", "refresh_token", "assertion_key"}
+
+// rejectMistypedSecrets refuses a secret sent as a list or a map (as the CLI sends a key given
+// twice) before the SDK converts it, because the SDK's conversion error quotes the value.
+func rejectMistypedSecrets(data map[string]any) error {
+	for _, field := range secretFields {
+		switch data[field].(type) {
+		case nil, string, json.Number, bool, int, int64, float64:
+		default:
+			return fieldErrorf(field, "must be a single string (was it given more than once?)")
+		}
+	}
+	return nil
 }
 
 // rejectUnknownFields turns Vault's silent "ignored parameters" warning into an error, so a

@@ -61,11 +61,15 @@ func hostileCases(t *testing.T) []hostileCase {
 	role := func(name, field string, data map[string]any) hostileCase {
 		return hostileCase{name: "roles/" + name, op: logical.UpdateOperation, path: "roles/app", data: data, field: field}
 	}
+	mistypedSecrets := []hostileCase{
+		role("password given twice", "password", map[string]any{"grant_type": "password", "username": "u", "password": []any{"s3cr3t-password-1", "s3cr3t-password-2"}}),
+		role("refresh_token as a map", "refresh_token", map[string]any{"refresh_token": map[string]any{"rt": "s3cr3t-refresh-token"}}),
+	}
 	creds := func(name, path, field string, data map[string]any) hostileCase {
 		return hostileCase{name: "creds/" + name, op: logical.ReadOperation, path: path, data: data, field: field}
 	}
 
-	return []hostileCase{
+	return append(mistypedSecrets, []hostileCase{
 		// config: types and ranges
 		cfg("timeout not a duration", "timeout", map[string]any{"timeout": "soon"}),
 		cfg("timeout bad unit", "timeout", map[string]any{"timeout": "10x"}),
@@ -73,6 +77,7 @@ func hostileCases(t *testing.T) []hostileCase {
 		cfg("timeout zero", "timeout", map[string]any{"timeout": 0}),
 		cfg("timeout too long", "timeout", map[string]any{"timeout": "6m"}),
 		cfg("timeout a list", "timeout", map[string]any{"timeout": []any{"1s", "2s"}}),
+		cfg("client_secret given twice", "client_secret", map[string]any{"client_secret": []any{"first-secret-value", "second-secret-value"}}),
 		cfg("max_concurrent_refreshes zero", "max_concurrent_refreshes", map[string]any{"max_concurrent_refreshes": 0}),
 		cfg("max_concurrent_refreshes huge", "max_concurrent_refreshes", map[string]any{"max_concurrent_refreshes": 100000}),
 		cfg("max_concurrent_refreshes text", "max_concurrent_refreshes", map[string]any{"max_concurrent_refreshes": "many"}),
@@ -190,7 +195,7 @@ func hostileCases(t *testing.T) []hostileCase {
 		{name: "rotate/name too long", op: logical.UpdateOperation, path: "rotate/" + strings.Repeat("r", 200), field: "name"},
 		{name: "rotate/unknown role", op: logical.UpdateOperation, path: "rotate/missing", field: "name"},
 		{name: "rotate/unknown field", op: logical.UpdateOperation, path: "rotate/app", data: map[string]any{"revoke": false}, field: "revoke"},
-	}
+	}...)
 }
 
 func pemKey(t *testing.T, blockType string, der func() []byte) string {
@@ -198,8 +203,8 @@ func pemKey(t *testing.T, blockType string, der func() []byte) string {
 	return string(pem.EncodeToMemory(&pem.Block{Type: blockType, Bytes: der()}))
 }
 
-// secretFields are echoed by no error.
-var secretFields = []string{"client_secret", "client_secrett", "password", "refresh_token", "assertion_key", "client_key"}
+// neverEchoed are the fields whose values no error may repeat (client_secrett: a misspelt one).
+var neverEchoed = append([]string{"client_secrett"}, secretFields...)
 
 func TestHostileInputIsRejectedWithoutSideEffects(t *testing.T) {
 	p := newProviderWithClient(t)
@@ -225,9 +230,11 @@ func TestHostileInputIsRejectedWithoutSideEffects(t *testing.T) {
 			if !namesField(msg, tc.field) {
 				t.Errorf("%q does not name the field %q", msg, tc.field)
 			}
-			for _, f := range secretFields {
-				if v, ok := tc.data[f].(string); ok && len(v) >= 8 && strings.Contains(msg, v) {
-					t.Errorf("the error echoes the %s", f)
+			for _, f := range neverEchoed {
+				for _, v := range stringsIn(tc.data[f]) {
+					if len(v) >= 8 && strings.Contains(msg, v) {
+						t.Errorf("the error echoes the %s", f)
+					}
 				}
 			}
 			if after := s.snapshot(t); !maps.Equal(before, after) {
@@ -238,6 +245,21 @@ func TestHostileInputIsRejectedWithoutSideEffects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stringsIn returns the strings in a field value, whether given alone or in a list.
+func stringsIn(v any) []string {
+	switch v := v.(type) {
+	case string:
+		return []string{v}
+	case []any:
+		var out []string
+		for _, e := range v {
+			out = append(out, stringsIn(e)...)
+		}
+		return out
+	}
+	return nil
 }
 
 // namesField reports whether msg blames field: our errors start with "field: ", Vault's type
