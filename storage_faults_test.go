@@ -228,3 +228,39 @@ func TestRotateWithRefusedWriteKeepsServingOldToken(t *testing.T) {
 		t.Fatal("the refresh token rotated by the failed rotate was lost")
 	}
 }
+
+// A role edit while a refresh-token grant is under way must not leave the role holding the
+// refresh token the provider rotated away during that grant.
+func TestRoleEditDuringGrantKeepsRotatedRefreshToken(t *testing.T) {
+	p := newProviderWithClient(t)
+	imported := p.IssueRefreshToken(testClientID, "bob", "")
+	b, s := configuredWith(t, p, map[string]any{
+		"grant_type": "refresh_token", "client_id": testClientID, "client_secret": testClientSecret,
+		"refresh_token": imported,
+	})
+	readCreds(t, b, s, "app", nil)
+	rotated := storedToken(t, s, "app").RefreshToken
+
+	p.Hold = make(chan struct{})
+	done := make(chan *logical.Response)
+	go func() {
+		resp, _ := requestErr(b, s, logical.ReadOperation, "creds/app", map[string]any{"min_seconds": 86400})
+		done <- resp
+	}()
+	waitFor(t, func() bool { return p.Requests() >= 2 })
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"scopes": "read"}))
+	close(p.Hold)
+	mustFailNaming(t, <-done, "changed")
+
+	if p.RefreshTokenValid(rotated) {
+		t.Fatal("precondition: the grant under way rotated the refresh token")
+	}
+	kept := storedToken(t, s, "app")
+	if kept.AccessToken != "" || !p.RefreshTokenValid(kept.RefreshToken) {
+		t.Fatal("the role must hold the newly rotated refresh token and no access token of the old grant")
+	}
+	at := readCreds(t, b, s, "app", nil).Data["access_token"].(string)
+	if _, active := p.Introspect(at); !active {
+		t.Fatal("the edited role should get a token with the kept refresh token")
+	}
+}

@@ -82,8 +82,11 @@ func (b *backend) storeToken(ctx context.Context, s logical.Storage, name string
 	if err != nil {
 		return b.holdUnsaved(name, next, err)
 	}
-	if !found || role.grantFingerprint() != fingerprint {
+	if !found {
 		return errRoleChanged
+	}
+	if role.grantFingerprint() != fingerprint {
+		return b.keepRotatedRefreshToken(ctx, s, name, next)
 	}
 	if err := putJSON(ctx, s, tokenPrefix+name, next); err != nil {
 		return b.holdUnsaved(name, next, err)
@@ -92,6 +95,24 @@ func (b *backend) storeToken(ctx context.Context, s logical.Storage, name string
 	b.cache.tokens.Store(name, next)
 	b.reschedule(ctx, s, name)
 	return nil
+}
+
+// keepRotatedRefreshToken handles a token obtained for a role that was edited meanwhile: the
+// access token is for the old grant and is dropped, but where the edit kept the refresh token
+// (one the provider has just rotated away), the rotated one takes its place. Called under the
+// role's lock.
+func (b *backend) keepRotatedRefreshToken(ctx context.Context, s logical.Storage, name string, next *tokenEntry) error {
+	stored := new(tokenEntry)
+	found, err := getJSON(ctx, s, tokenPrefix+name, stored)
+	if err != nil || !found || stored.AccessToken != "" || stored.RefreshToken == "" || next.RefreshToken == "" {
+		return errRoleChanged
+	}
+	stored.RefreshToken = next.RefreshToken
+	if err := putJSON(ctx, s, tokenPrefix+name, stored); err != nil {
+		return b.holdUnsaved(name, stored, err)
+	}
+	b.cache.tokens.Store(name, stored)
+	return errRoleChanged
 }
 
 // holdUnsaved keeps a token storage refused, marked with the failure so that the role's status
