@@ -30,5 +30,10 @@ test: lint unit e2e
 dev: build
 	scripts/dev.sh
 
+# Go benchmarks, then a load test against real Vault (dev and Raft) and the provider (~7 min);
+# writes bench-results.md.
+bench: build
+	scripts/bench.sh
+
 clean:
 	rm -rf $(BIN_DIR) .e2e
