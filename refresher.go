@@ -45,8 +45,8 @@ type refreshPlan struct {
 	// lead is the time left at which the token is replaced: the threshold plus jitter.
 	lead time.Duration
 	// onRead marks tokens that live less than a tick: the refresher cannot keep them alive, so
-	// reads replace them. Tokens whose refresh window (lifetime − threshold) is under a tick are
-	// replaced at every tick, so that at least they never expire unread.
+	// reads replace them. Tokens whose refresh window (lifetime − threshold) is under the
+	// horizon are only kept from expiring: reads replace them once below threshold.
 	onRead bool
 }
 
@@ -60,11 +60,22 @@ func planRefresh(name string, tok *tokenEntry, p refreshPolicy) refreshPlan {
 			// Shorter than a tick: the refresher cannot keep it alive, reads replace it.
 			return refreshPlan{onRead: true}
 		}
+		if life-th < refreshHorizon {
+			// A refresh window this narrow would have each tick replace the token a read got
+			// seconds earlier. Keep it from expiring instead; reads replace it below threshold.
+			plan.at = tok.ExpiresAt.Add(-refreshHorizon)
+			return withRetry(name, tok, plan)
+		}
 		spread := min(time.Duration(float64(life-th)*jitterShare), maxJitter)
 		plan.lead = th + time.Duration(unitHash(name, tok.ObtainedAt)*float64(spread))
 		// Act at the last tick that still comes before the token falls to lead.
 		plan.at = tok.ExpiresAt.Add(-plan.lead - refreshHorizon)
 	}
+	return withRetry(name, tok, plan)
+}
+
+// withRetry holds the plan back after failures, until the backoff and Retry-After allow.
+func withRetry(name string, tok *tokenEntry, plan refreshPlan) refreshPlan {
 	if tok != nil && tok.ConsecutiveFailures > 0 {
 		if retry := retryAt(name, tok); retry.After(plan.at) {
 			plan.at = retry

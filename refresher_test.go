@@ -269,7 +269,7 @@ func TestRefresherKeepsThousandRolesAheadOfThreshold(t *testing.T) {
 			name := fmt.Sprintf("role-%04d", i)
 			tok := e.token(t, name)
 			th := e.threshold(t, name, tok)
-			if tok.lifetime()-th < refreshTick {
+			if tok.lifetime()-th < refreshHorizon {
 				// A refresh window shorter than a tick: replaced at every tick, so reads may
 				// have to refresh it, but it never expires between ticks.
 				if tok.remaining(next) <= 0 {
@@ -679,5 +679,26 @@ func TestCancelledTickKeepsUnreachedRoles(t *testing.T) {
 		if tok := e.token(t, fmt.Sprintf("r%d", i)); tok.remaining(e.clock.Now()) == 0 {
 			t.Fatalf("r%d was not refreshed by the next tick", i)
 		}
+	}
+}
+
+// A token whose refresh window is narrower than the look-ahead is not replaced by the tick right
+// after a read obtained it, only when it would otherwise expire before the next tick.
+func TestRefresherLeavesFreshNarrowWindowTokenAlone(t *testing.T) {
+	e := newRefreshEnv(t, 4)
+	e.addRole(t, "short", map[string]any{"default_ttl": 120})
+	readCreds(t, e.b, e.s, "short", nil)
+	first := e.token(t, "short").AccessToken
+	requests := e.p.Requests()
+
+	e.clock.Advance(5 * time.Second)
+	e.tick(t)
+	if e.p.Requests() != requests {
+		t.Fatal("the tick re-granted a token a read had obtained 5s earlier")
+	}
+	e.clock.Advance(refreshTick)
+	e.tick(t)
+	if e.token(t, "short").AccessToken == first {
+		t.Fatal("a token that would expire before the next tick must be replaced")
 	}
 }
