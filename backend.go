@@ -102,6 +102,38 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	}
 }
 
+// roleTarget is what an operation on one role works with.
+type roleTarget struct {
+	name string
+	role *roleEntry
+	// cfg is nil while the mount has no config.
+	cfg *configEntry
+}
+
+// loadRoleTarget checks a per-role request (name, fields) and loads the role and the config.
+// Bad input and an unknown role are fieldErrors; anything else is storage failing.
+func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *framework.FieldData) (*roleTarget, error) {
+	name := d.Get("name").(string)
+	if err := validateRoleName(name); err != nil {
+		return nil, err
+	}
+	if err := rejectUnknownFields(req, d); err != nil {
+		return nil, err
+	}
+	role, err := b.role(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if role == nil {
+		return nil, unknownRoleError(name)
+	}
+	cfg, err := b.config(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	return &roleTarget{name: name, role: role, cfg: cfg}, nil
+}
+
 func (b *backend) roleLock(name string) *locksutil.LockEntry {
 	return locksutil.LockForKey(b.roleLocks, name)
 }

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -166,10 +167,12 @@ func clipInput(s string) string {
 	return s
 }
 
-// errorResponse turns a validation error into a 400 and anything else into an internal error.
+// errorResponse turns bad input and errors the operator must act on into a 400, and anything
+// else into an internal error.
 func errorResponse(err error) (*logical.Response, error) {
-	if fe, ok := err.(*fieldError); ok {
-		return logical.ErrorResponse(fe.Error()), nil
+	var fe *fieldError
+	if errors.As(err, &fe) || errors.Is(err, errNoConfig) || errors.Is(err, errRoleChanged) {
+		return logical.ErrorResponse(err.Error()), nil
 	}
 	return nil, err
 }

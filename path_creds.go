@@ -41,33 +41,19 @@ func pathCreds(b *backend) *framework.Path {
 }
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if err := validateRoleName(name); err != nil {
+	target, err := b.loadRoleTarget(ctx, req, d)
+	if err != nil {
 		return errorResponse(err)
 	}
-	if err := rejectUnknownFields(req, d); err != nil {
-		return errorResponse(err)
+	name, role, cfg := target.name, target.role, target.cfg
+	if cfg == nil {
+		return errorResponse(errNoConfig)
 	}
 	minSeconds := d.Get("min_seconds").(int)
 	if minSeconds < 0 || time.Duration(minSeconds)*time.Second > maxDuration {
 		return errorResponse(fieldErrorf("min_seconds", "must be between 0 and %d", int(maxDuration.Seconds())))
 	}
 	minLeft := time.Duration(minSeconds) * time.Second
-
-	role, err := b.role(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	if role == nil {
-		return errorResponse(unknownRoleError(name))
-	}
-	cfg, err := b.config(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	if cfg == nil {
-		return logical.ErrorResponse(errNoConfig.Error()), nil
-	}
 
 	// The hot path: a cached token with enough life left costs no network and no storage write.
 	// A token storage refused takes the slow path, which stores it first.
@@ -122,17 +108,10 @@ func (b *backend) credsResponse(name string, role *roleEntry, tok *tokenEntry) *
 // grantErrorResponse reports a failed grant: bad configuration and provider rejections are the
 // operator's to fix (400); an unreachable or failing provider is a 502-like internal error.
 func grantErrorResponse(err error) (*logical.Response, error) {
-	var fe *fieldError
-	var oe *oauthclient.Error
-	switch {
-	case errors.As(err, &fe):
-		return logical.ErrorResponse(fe.Error()), nil
-	case errors.Is(err, errRoleChanged), errors.Is(err, errNoConfig):
+	if oe := (*oauthclient.Error)(nil); errors.As(err, &oe) && !oe.Temporary() {
 		return logical.ErrorResponse(err.Error()), nil
-	case errors.As(err, &oe) && !oe.Temporary():
-		return logical.ErrorResponse("%v", err), nil
 	}
-	return nil, err
+	return errorResponse(err)
 }
 
 func secretAccessToken(b *backend) *framework.Secret {

@@ -41,26 +41,13 @@ func pathRotate(b *backend) *framework.Path {
 }
 
 func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if err := validateRoleName(name); err != nil {
+	target, err := b.loadRoleTarget(ctx, req, d)
+	if err != nil {
 		return errorResponse(err)
 	}
-	if err := rejectUnknownFields(req, d); err != nil {
-		return errorResponse(err)
-	}
-	role, err := b.role(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	if role == nil {
-		return errorResponse(unknownRoleError(name))
-	}
-	cfg, err := b.config(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
+	name, role, cfg := target.name, target.role, target.cfg
 	if cfg == nil {
-		return logical.ErrorResponse(errNoConfig.Error()), nil
+		return errorResponse(errNoConfig)
 	}
 	old, err := b.currentToken(ctx, req.Storage, name)
 	if err != nil {

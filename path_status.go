@@ -28,29 +28,15 @@ func pathRoleStatus(b *backend) *framework.Path {
 }
 
 func (b *backend) pathRoleStatusRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if err := validateRoleName(name); err != nil {
+	target, err := b.loadRoleTarget(ctx, req, d)
+	if err != nil {
 		return errorResponse(err)
 	}
-	if err := rejectUnknownFields(req, d); err != nil {
-		return errorResponse(err)
-	}
-	role, err := b.role(ctx, req.Storage, name)
+	tok, err := b.currentToken(ctx, req.Storage, target.name)
 	if err != nil {
 		return nil, err
 	}
-	if role == nil {
-		return errorResponse(unknownRoleError(name))
-	}
-	cfg, err := b.config(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	tok, err := b.currentToken(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	return &logical.Response{Data: b.refreshStatus(name, role, tok, cfg)}, nil
+	return &logical.Response{Data: b.refreshStatus(target.name, target.role, tok, target.cfg)}, nil
 }
 
 // refreshStatus describes the role's token and refresh state, never the token itself.

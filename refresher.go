@@ -211,13 +211,6 @@ func configPolicy(cfg *configEntry) refreshPolicy {
 	return cfg.refreshPolicy
 }
 
-func rolePolicy(role *roleEntry, cfg *configEntry) refreshPolicy {
-	if cfg == nil {
-		cfg = &configEntry{refreshPolicy: defaultPolicy}
-	}
-	return effectivePolicy(role, cfg)
-}
-
 // initialize builds the refresh queue when the mount starts on a node that may write.
 func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
 	if !b.WriteSafeReplicationState() {
@@ -264,7 +257,7 @@ func (b *backend) buildQueue(ctx context.Context, s logical.Storage, cfg *config
 
 // plan is planRefresh for a role as it is now: a token storage refused is stored at the next tick.
 func (b *backend) plan(name string, role *roleEntry, tok *tokenEntry, cfg *configEntry) refreshPlan {
-	plan := planRefresh(name, tok, rolePolicy(role, cfg))
+	plan := planRefresh(name, tok, effectivePolicy(role, cfg))
 	if _, pending := b.unsaved.Load(name); pending {
 		plan.at, plan.onRead = time.Time{}, false
 	}

@@ -48,14 +48,14 @@ func refreshThreshold(p refreshPolicy, lifetime time.Duration) time.Duration {
 	return min(th, lifetime*9/10)
 }
 
-// effectivePolicy takes each refresh setting from the role, else from the config.
+// effectivePolicy takes each refresh setting from the role, else from the config (cfg may be nil).
 func effectivePolicy(role *roleEntry, cfg *configEntry) refreshPolicy {
-	p := role.refreshPolicy
+	p, defaults := role.refreshPolicy, configPolicy(cfg)
 	if p.RefreshBuffer == 0 {
-		p.RefreshBuffer = cfg.RefreshBuffer
+		p.RefreshBuffer = defaults.RefreshBuffer
 	}
 	if p.RefreshFraction == 0 {
-		p.RefreshFraction = cfg.RefreshFraction
+		p.RefreshFraction = defaults.RefreshFraction
 	}
 	return p
 }
