@@ -48,10 +48,12 @@ func newSigningKey(t testing.TB, kind, kid string) signingKey {
 	must(t, err)
 	var jwkMap map[string]any
 	must(t, json.Unmarshal(jwk, &jwkMap))
-	return signingKey{
+	key := signingKey{
 		pem:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
 		jwks: map[string]any{"keys": []any{jwkMap}},
 	}
+	rememberSecret(kindPrivateKey, key.pem)
+	return key
 }
 
 // configuredMount mounts the plugin afresh and points it at the provider by discovery.
@@ -121,6 +123,7 @@ func TestPasswordGrantAgainstProvider(t *testing.T) {
 	id, secret := registerClient(t, map[string]any{
 		"grant_types": []string{"password", "refresh_token"}, "scope": "openid read",
 	})
+	rememberSecret(kindPassword, "alice-password")
 	mustWrite(t, env.client, mount+"/roles/user", map[string]any{
 		"grant_type": "password", "client_id": id, "client_secret": secret,
 		"username": "alice", "password": "alice-password", "scopes": "openid,read",
@@ -196,6 +199,7 @@ func TestJWTBearerGrantAgainstProvider(t *testing.T) {
 	t.Run("HS256_shared_secret", func(t *testing.T) {
 		mount := configuredMount(t)
 		id, secret := registerClient(t, map[string]any{"grant_types": []string{jwtBearerGrant}})
+		rememberSecret(kindHMACSecret, secret)
 		mustWrite(t, env.client, mount+"/roles/etl", map[string]any{
 			"grant_type": "jwt_bearer", "client_id": id, "client_secret": secret, "assertion_key": secret,
 		})
@@ -225,6 +229,8 @@ func obtainRefreshToken(t *testing.T, id, secret string) string {
 	if out.RefreshToken == "" {
 		t.Fatalf("password grant at the provider returned no refresh token (HTTP %d)", resp.StatusCode)
 	}
+	rememberSecret(kindPassword, "alice-password")
+	rememberSecret(kindRefreshToken, out.RefreshToken)
 	return out.RefreshToken
 }
 

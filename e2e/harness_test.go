@@ -63,6 +63,7 @@ func registerClient(t testing.TB, metadata map[string]any) (id, secret string) {
 	if err := json.Unmarshal(raw, &out); err != nil || out.ClientID == "" {
 		t.Fatalf("client registration: bad answer %s (%v)", raw, err)
 	}
+	rememberSecret(kindClientSecret, out.ClientSecret)
 	return out.ClientID, out.ClientSecret
 }
 
@@ -75,6 +76,7 @@ func providerPost(t testing.TB, endpoint string, form url.Values) (int, []byte) 
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
+	rememberSecret(kindClientSecret, "introspector-secret")
 	req.SetBasicAuth("introspector", "introspector-secret")
 	resp, err := httpClient.Do(req)
 	if err != nil {
@@ -194,6 +196,7 @@ func vaultList(t testing.TB, c *api.Client, path string) []string {
 	if err != nil {
 		t.Fatalf("list %s: %v", path, err)
 	}
+	recordResponse("list "+path, s)
 	if s == nil {
 		return nil
 	}
@@ -213,7 +216,9 @@ func parseResponse(t testing.TB, what string, resp *api.Response, err error) (*a
 	var rerr *api.ResponseError
 	if err != nil {
 		if errors.As(err, &rerr) {
-			return nil, rerr.StatusCode, strings.Join(rerr.Errors, "; ")
+			msg := strings.Join(rerr.Errors, "; ")
+			recordText("error of "+what, msg)
+			return nil, rerr.StatusCode, msg
 		}
 		t.Fatalf("%s: %v", what, err)
 	}
@@ -224,6 +229,7 @@ func parseResponse(t testing.TB, what string, resp *api.Response, err error) (*a
 	if perr != nil && !errors.Is(perr, io.EOF) {
 		t.Fatalf("%s: parsing the answer: %v", what, perr)
 	}
+	recordResponse(what, secret)
 	return secret, resp.StatusCode, ""
 }
 

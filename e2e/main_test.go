@@ -5,7 +5,9 @@
 // TestMain starts the test provider (scripts/provider.sh) and a dev-mode Vault with the plugin
 // registered as "oauth" and mounted at oauth/ (scripts/vault.sh --audit), runs the tests, and stops
 // both again, also when a test panics, the run times out or is interrupted (a detached watchdog
-// stops them once this process is gone).
+// stops them once this process is gone). After the last test it runs the leak scan
+// (leakscan_test.go), which fails the run if a secret the suite used shows up in Vault's logs,
+// the audit log, or a config/roles answer or error text.
 //
 //	go test -race -count=1 -tags e2e ./e2e/... -v      (or scripts/e2e.sh, or make e2e)
 //
@@ -98,7 +100,12 @@ func runMain(m *testing.M) (code int) {
 		os.Exit(2)
 	}()
 
-	return m.Run()
+	code = m.Run()
+	// After every test, before the servers stop: no secret may be in Vault's logs or answers.
+	if !leakScanPasses(os.Stderr) {
+		code = 1
+	}
+	return code
 }
 
 func setup() error {

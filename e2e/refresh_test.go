@@ -195,6 +195,7 @@ func testAgentStaysCurrent(t *testing.T) {
 			t.Errorf("the rendered file is empty")
 			return false
 		}
+		rememberSecret(kindAccessToken, content) // a creds answer the agent received
 		in := introspect(t, content)
 		left := num(t, in["exp"], "introspection exp") - time.Now().Unix()
 		if in["active"] != true || str(in["client_id"]) != clientID {

@@ -41,11 +41,14 @@ shift 2
 PID_FILE="$STATE_DIR/vault.pid"
 LOG_FILE="$STATE_DIR/vault.log"
 
-# free_port prints a TCP port on 127.0.0.1 that nothing listens on right now.
+# free_port prints a TCP port on 127.0.0.1 that nothing listens on right now. It stays below
+# the kernel's range for outgoing connections: a port lent to a client socket fails Vault's bind
+# although nothing listens on it.
 free_port() {
-  local p i
+  local p i low=32768
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
   for i in $(seq 1 200); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM + i) % 40000))
+    p=$((10000 + (RANDOM * 32768 + RANDOM + i) % (low - 10002)))
     if ! (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"
       return 0

@@ -1,0 +1,370 @@
+//go:build e2e
+
+package e2e
+
+// The leak scan (issue 7, "Secrets never leak"). The helpers register every secret the suite
+// hands to Vault or receives from it (rememberSecret) and record every answer they see outside
+// creds reads, and every error and warning text (recordResponse, recordText). After the last test
+// TestMain searches Vault's server logs, the audit log and those records for each secret
+// (leakScanPasses); one hit fails the run. Access tokens are expected in the creds answers the
+// tests received, which are therefore not recorded; the audit log must hold them only as HMACs.
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// Secret kinds, as the report names them.
+const (
+	kindClientSecret = "client secret"
+	kindPassword     = "password"
+	kindRefreshToken = "refresh token"
+	kindPrivateKey   = "private key"
+	kindHMACSecret   = "HMAC shared secret"
+	kindAccessToken  = "access token"
+)
+
+// minNeedle is the shortest text searched for: the scan's window, and short enough for the
+// suite's one human-chosen secret, the password "alice-password".
+const minNeedle = 12
+
+// leakRegistry holds the secrets to look for and the texts recorded to look in.
+type leakRegistry struct {
+	mu       sync.Mutex
+	secrets  map[string]map[string]bool // value → kinds
+	tooShort map[string]int             // kind → secrets shorter than minNeedle (not searchable)
+	texts    []leakSource
+}
+
+// leakSource is one text searched: a log file or a recorded answer or error.
+type leakSource struct {
+	name string
+	data []byte
+}
+
+var leaks = newLeakRegistry()
+
+func newLeakRegistry() *leakRegistry {
+	return &leakRegistry{secrets: map[string]map[string]bool{}, tooShort: map[string]int{}}
+}
+
+// rememberSecret registers a secret the suite used; empty values are ignored.
+func rememberSecret(kind, value string) { leaks.remember(kind, value) }
+
+// recordText records an error or warning text a helper saw.
+func recordText(where, text string) { leaks.record(where, text) }
+
+// recordResponse records what Vault answered to `what` ("read PATH", ...): the warnings always;
+// the access token of a creds answer as a secret; every other answer whole.
+func recordResponse(what string, s *api.Secret) {
+	if s == nil {
+		return
+	}
+	for _, w := range s.Warnings {
+		recordText("warning of "+what, w)
+	}
+	if strings.Contains(what, "/creds/") {
+		rememberSecret(kindAccessToken, str(s.Data["access_token"]))
+		return
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		b = []byte(fmt.Sprintf("%#v", s))
+	}
+	recordText("answer to "+what, string(b))
+}
+
+func (r *leakRegistry) remember(kind, value string) {
+	if value == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.secrets[value] == nil {
+		r.secrets[value] = map[string]bool{}
+	}
+	r.secrets[value][kind] = true
+}
+
+func (r *leakRegistry) record(where, text string) {
+	if text == "" {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.texts = append(r.texts, leakSource{name: where, data: []byte(text)})
+}
+
+// needle is one text to search for, and how to name it without revealing it.
+type needle struct {
+	text  string
+	kind  string
+	label string
+}
+
+// needles turns the secrets into search texts: a PEM key into its base64 body lines (the header
+// is public, and a log may escape the newlines), every secret also in its URL-encoded form.
+func (r *leakRegistry) needles() []needle {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tooShort = map[string]int{}
+	var out []needle
+	add := func(text, kind, label string) {
+		if len(text) < minNeedle {
+			r.tooShort[kind]++
+			return
+		}
+		out = append(out, needle{text: text, kind: kind, label: label})
+		if esc := url.QueryEscape(text); esc != text {
+			out = append(out, needle{text: esc, kind: kind, label: label + " URL-encoded"})
+		}
+	}
+	for value, kinds := range r.secrets {
+		for kind := range kinds {
+			if kind != kindPrivateKey {
+				add(value, kind, fingerprint(value))
+				continue
+			}
+			for i, line := range pemBodyLines(value) {
+				add(line, kind, fmt.Sprintf("%s line %d", fingerprint(line), i+1))
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].kind+out[i].label < out[j].kind+out[j].label })
+	return out
+}
+
+// pemBodyLines are the base64 lines of a PEM text (without BEGIN/END and headers).
+func pemBodyLines(text string) []string {
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "-----") || strings.Contains(l, ":") {
+			continue
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+// fingerprint names a secret in a report: its first 4 characters and its length.
+func fingerprint(s string) string {
+	return fmt.Sprintf("%q…(%d chars)", s[:min(4, len(s))], len(s))
+}
+
+// leakHit is one secret found in one source.
+type leakHit struct {
+	source, kind, label string
+	count, firstLine    int
+}
+
+func (h leakHit) String() string {
+	return fmt.Sprintf("%s %s found in %s: %d time(s), first on line %d", h.kind, h.label, h.source, h.count, h.firstLine)
+}
+
+// findLeaks searches every source for every needle: a map lookup of each window of minNeedle
+// bytes, so that many secrets cost no more than one pass over a large log.
+func findLeaks(needles []needle, sources []leakSource) []leakHit {
+	byPrefix := map[string][]int{}
+	for i, n := range needles {
+		p := n.text[:minNeedle]
+		byPrefix[p] = append(byPrefix[p], i)
+	}
+	var hits []leakHit
+	for _, src := range sources {
+		found := map[int]*leakHit{}
+		data := src.data
+		for i := 0; i+minNeedle <= len(data); i++ {
+			idx, ok := byPrefix[string(data[i:i+minNeedle])]
+			if !ok {
+				continue
+			}
+			for _, ni := range idx {
+				if !bytes.HasPrefix(data[i:], []byte(needles[ni].text)) {
+					continue
+				}
+				h := found[ni]
+				if h == nil {
+					h = &leakHit{source: src.name, kind: needles[ni].kind, label: needles[ni].label, firstLine: bytes.Count(data[:i], []byte("\n")) + 1}
+					found[ni] = h
+				}
+				h.count++
+			}
+		}
+		for _, h := range found {
+			hits = append(hits, *h)
+		}
+	}
+	sort.Slice(hits, func(i, j int) bool { return hits[i].String() < hits[j].String() })
+	return hits
+}
+
+// runLogs reads the logs of this run: the dev Vault's server and audit logs (both must exist and
+// hold something, or the scan would pass on nothing) and the server logs of the raft Vaults that
+// TestRefresh starts in subdirectories of the state dir.
+func runLogs(stateDir string) ([]leakSource, error) {
+	var out []leakSource
+	for _, name := range []string{"vault.log", "audit.log"} {
+		b, err := os.ReadFile(filepath.Join(stateDir, name))
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == 0 {
+			return nil, fmt.Errorf("%s is empty", filepath.Join(stateDir, name))
+		}
+		out = append(out, leakSource{name: name, data: b})
+	}
+	extra, err := filepath.Glob(filepath.Join(stateDir, "raft-*", "*.log"))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range extra {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		rel, _ := filepath.Rel(stateDir, f)
+		out = append(out, leakSource{name: rel, data: b})
+	}
+	return out, nil
+}
+
+// leakScanPasses runs the scan over this run's logs and records and reports on w; it is false on
+// any hit or when the logs cannot be read.
+func leakScanPasses(w io.Writer) bool {
+	logs, err := runLogs(env.stateDir)
+	if err != nil {
+		fmt.Fprintf(w, "\n=== e2e leak scan FAILED: cannot read Vault's logs: %v ===\n", err)
+		return false
+	}
+	return leaks.scan(w, logs)
+}
+
+// scan searches the logs and the recorded texts for the registered secrets, and reports.
+func (r *leakRegistry) scan(w io.Writer, logs []leakSource) bool {
+	needles := r.needles()
+	r.mu.Lock()
+	sources := append(append([]leakSource(nil), logs...), r.texts...)
+	kinds := map[string]int{}
+	for _, ks := range r.secrets {
+		for k := range ks {
+			kinds[k]++
+		}
+	}
+	tooShort, records := r.tooShort, len(r.texts)
+	r.mu.Unlock()
+
+	hits := findLeaks(needles, sources)
+	var files []string
+	for _, l := range logs {
+		files = append(files, fmt.Sprintf("%s (%d KB)", l.name, len(l.data)>>10))
+	}
+	fmt.Fprintf(w, "\ne2e leak scan: secrets registered: %s; searched %s and %d recorded answers and error texts: %d hit(s)\n",
+		countsByKind(kinds), strings.Join(files, ", "), records, len(hits))
+	if len(tooShort) > 0 {
+		fmt.Fprintf(w, "e2e leak scan: NOT searchable (shorter than %d chars): %s\n", minNeedle, countsByKind(tooShort))
+	}
+	for _, h := range hits {
+		fmt.Fprintf(w, "e2e leak scan: LEAK: %s\n", h)
+	}
+	if len(hits) > 0 {
+		fmt.Fprintf(w, "=== e2e leak scan FAILED: %d secret(s) found where none may be ===\n", len(hits))
+	}
+	return len(hits) == 0
+}
+
+func countsByKind(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var parts []string
+	for k, n := range m {
+		parts = append(parts, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+// TestLeakScannerFindsPlantedSecrets proves the scan is real: secrets planted the way a careless
+// log line or answer would carry them are found and reported without being revealed, and an
+// audit-style HMAC of them is not a hit.
+func TestLeakScannerFindsPlantedSecrets(t *testing.T) {
+	r := newLeakRegistry()
+	clientSecret := "cs-" + randSuffix() + randSuffix() + randSuffix()
+	refreshToken := "rt+" + randSuffix() + "/" + randSuffix() + "=" // needs URL encoding
+	accessToken := "at-" + randSuffix() + randSuffix()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	must(t, err)
+	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	for kind, v := range map[string]string{kindClientSecret: clientSecret, kindRefreshToken: refreshToken, kindAccessToken: accessToken, kindPrivateKey: keyPEM} {
+		r.remember(kind, v)
+	}
+	r.remember(kindPassword, "short") // too short to search: reported, never silently skipped
+
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "vault.log")
+	escapedPEM, err := json.Marshal(map[string]string{"client_key": keyPEM})
+	must(t, err)
+	leaky := strings.Join([]string{
+		`2025-01-01T00:00:00Z [TRACE] secrets.oauth: request: body="grant_type=client_credentials&client_secret=` + clientSecret + `"`,
+		`{"type":"request","request":{"data":` + string(escapedPEM) + `}}`,
+		`2025-01-01T00:00:01Z [DEBUG] refresh_token=` + url.QueryEscape(refreshToken),
+		`{"type":"response","response":{"data":{"access_token":"hmac-sha256:0123abcd"}}}`,
+	}, "\n")
+	must(t, os.WriteFile(logPath, []byte(leaky), 0o600))
+	logData, err := os.ReadFile(logPath)
+	must(t, err)
+	r.record("warning of read m/creds/app", "serving the cached token "+accessToken)
+
+	var report bytes.Buffer
+	if r.scan(&report, []leakSource{{name: "vault.log", data: logData}}) {
+		t.Fatalf("the scan passed over planted secrets:\n%s", report.String())
+	}
+	out := report.String()
+	defer func() {
+		if t.Failed() {
+			t.Logf("report:\n%s", out)
+		}
+	}()
+	for _, want := range []string{
+		kindClientSecret + ` "cs-`, kindRefreshToken + ` "rt+`, kindPrivateKey + ` "MIG`,
+		"in vault.log", kindAccessToken + ` "at-`, "in warning of read m/creds/app", "NOT searchable",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	for _, secret := range append([]string{clientSecret, refreshToken, url.QueryEscape(refreshToken), accessToken}, pemBodyLines(keyPEM)...) {
+		if strings.Contains(out, secret) {
+			t.Errorf("the report reveals a secret (%s)", fingerprint(secret))
+		}
+	}
+	if n := len(pemBodyLines(keyPEM)); n < 2 {
+		t.Fatalf("the PEM key has %d body lines", n)
+	}
+
+	clean := newLeakRegistry()
+	clean.remember(kindClientSecret, clientSecret)
+	report.Reset()
+	if !clean.scan(&report, []leakSource{{name: "audit.log", data: []byte(`{"client_secret":"hmac-sha256:5f2e"}` + "\n")}}) {
+		t.Errorf("a log without the secret is reported as a leak:\n%s", report.String())
+	}
+}
