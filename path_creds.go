@@ -28,12 +28,9 @@ func pathCreds(b *backend) *framework.Path {
 			"min_seconds": {Type: framework.TypeInt, Description: "Obtain a new token unless the cached one has at least this many seconds left."},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback: b.pathCredsRead,
-				// A miss calls the provider and writes storage: do it once, on the active node.
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-			},
+			// Not forwarded as a whole: standbys answer cache hits themselves, and a miss
+			// returns ErrReadOnly there, which makes Vault forward that request.
+			logical.ReadOperation: &framework.PathOperation{Callback: b.pathCredsRead},
 		},
 		HelpSynopsis:    pathCredsHelpSyn,
 		HelpDescription: pathCredsHelpDesc,
@@ -67,6 +64,10 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		}
 	}
 
+	if !b.WriteSafeReplicationState() {
+		// A miss calls the provider and writes storage: only the node that may write does it.
+		return nil, logical.ErrReadOnly
+	}
 	out := b.obtainToken(ctx, req.Storage, name, minLeft)
 	if out.token == nil {
 		return grantErrorResponse(out.err)

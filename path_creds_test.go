@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -251,5 +252,31 @@ func TestReadHonoursRetryAfterWhileCachedTokenIsValid(t *testing.T) {
 	}
 	if resp.Data["access_token"] != first || !strings.Contains(resp.Warnings[0], "retry after") {
 		t.Fatalf("want the cached token and a Retry-After warning, got %v", resp.Warnings)
+	}
+}
+
+// A performance standby answers cache hits itself and hands misses to the active node.
+func TestStandbyServesHitsAndForwardsMisses(t *testing.T) {
+	p := newProviderWithClient(t)
+	p.TokenTTL = 10 * time.Minute
+	active, s := configured(t, p)
+	cached := readCreds(t, active, s, "app", nil).Data["access_token"]
+
+	standby := newBackend()
+	conf := logical.TestBackendConfig()
+	conf.StorageView = s
+	conf.System.(*logical.StaticSystemView).ReplicationStateVal = consts.ReplicationPerformanceStandby
+	if err := standby.Setup(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	if got := readCreds(t, standby, s, "app", nil).Data["access_token"]; got != cached {
+		t.Fatal("the standby should serve the cached token")
+	}
+	requests := p.Requests()
+	if _, err := requestErr(standby, s, logical.ReadOperation, "creds/app", map[string]any{"min_seconds": 900}); err != logical.ErrReadOnly {
+		t.Fatalf("a miss on a standby must return ErrReadOnly so Vault forwards it, got %v", err)
+	}
+	if p.Requests() != requests {
+		t.Fatal("the standby called the provider")
 	}
 }
