@@ -110,9 +110,10 @@ type roleTarget struct {
 	cfg *configEntry
 }
 
-// loadRoleTarget checks a per-role request (name, fields) and loads the role and the config.
-// Bad input and an unknown role are fieldErrors; anything else is storage failing.
-func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *framework.FieldData) (*roleTarget, error) {
+// loadRoleTarget checks a per-role request (name, fields) and loads the role and the config,
+// which must exist when needConfig is set. Bad input, an unknown role and a missing config are
+// for errorResponse to report; anything else is storage failing.
+func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *framework.FieldData, needConfig bool) (*roleTarget, error) {
 	name := d.Get("name").(string)
 	if err := validateRoleName(name); err != nil {
 		return nil, err
@@ -130,6 +131,9 @@ func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *f
 	cfg, err := b.config(ctx, req.Storage)
 	if err != nil {
 		return nil, err
+	}
+	if cfg == nil && needConfig {
+		return nil, errNoConfig
 	}
 	return &roleTarget{name: name, role: role, cfg: cfg}, nil
 }

@@ -38,14 +38,11 @@ func pathCreds(b *backend) *framework.Path {
 }
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	target, err := b.loadRoleTarget(ctx, req, d)
+	target, err := b.loadRoleTarget(ctx, req, d, true)
 	if err != nil {
 		return errorResponse(err)
 	}
 	name, role, cfg := target.name, target.role, target.cfg
-	if cfg == nil {
-		return errorResponse(errNoConfig)
-	}
 	minSeconds := d.Get("min_seconds").(int)
 	if minSeconds < 0 || time.Duration(minSeconds)*time.Second > maxDuration {
 		return errorResponse(fieldErrorf("min_seconds", "must be between 0 and %d", int(maxDuration.Seconds())))

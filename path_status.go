@@ -28,7 +28,7 @@ func pathRoleStatus(b *backend) *framework.Path {
 }
 
 func (b *backend) pathRoleStatusRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	target, err := b.loadRoleTarget(ctx, req, d)
+	target, err := b.loadRoleTarget(ctx, req, d, false)
 	if err != nil {
 		return errorResponse(err)
 	}
