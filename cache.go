@@ -54,6 +54,16 @@ func putJSON(ctx context.Context, s logical.Storage, key string, v any) error {
 	return nil
 }
 
+// readEntry decodes the entry at key, or returns nil when there is none.
+func readEntry[T any](ctx context.Context, s logical.Storage, key string) (*T, error) {
+	out := new(T)
+	found, err := getJSON(ctx, s, key, out)
+	if err != nil || !found {
+		return nil, err
+	}
+	return out, nil
+}
+
 // loadCached returns the cached entry for name, else reads it from storage under the role's
 // read lock (so it cannot overwrite a newer entry a writer just cached) and caches it.
 func loadCached[T any](ctx context.Context, b *backend, m *sync.Map, s logical.Storage, prefix, name string) (*T, error) {
@@ -63,11 +73,18 @@ func loadCached[T any](ctx context.Context, b *backend, m *sync.Map, s logical.S
 	lock := b.roleLock(name)
 	lock.RLock()
 	defer lock.RUnlock()
-	out := new(T)
-	found, err := getJSON(ctx, s, prefix+name, out)
-	if err != nil || !found {
-		return nil, err
+	out, err := readEntry[T](ctx, s, prefix+name)
+	if out != nil {
+		m.Store(name, out)
 	}
-	m.Store(name, out)
-	return out, nil
+	return out, err
+}
+
+// peekCached is loadCached without the lock and without filling the cache, for callers that
+// may already hold the role's lock.
+func peekCached[T any](ctx context.Context, m *sync.Map, s logical.Storage, prefix, name string) (*T, error) {
+	if v, ok := m.Load(name); ok {
+		return v.(*T), nil
+	}
+	return readEntry[T](ctx, s, prefix+name)
 }

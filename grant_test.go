@@ -70,15 +70,10 @@ func TestClientAuthMethods(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := testprovider.New(t)
-			client := tc.client
-			client.ID = "client-" + strings.ReplaceAll(tc.name, " ", "-")
-			p.AddClient(&client)
-			tc.role["client_id"] = client.ID
-			b, s := configuredWith(t, p, tc.role)
+			p, b, s, clientID := backendForClient(t, "client-"+tc.name, tc.client, tc.role)
 			at := readCreds(t, b, s, "app", nil).Data["access_token"].(string)
-			if issued, active := p.Introspect(at); !active || issued.ClientID != client.ID {
-				t.Fatalf("token not active for %s: %+v", client.ID, issued)
+			if issued, active := p.Introspect(at); !active || issued.ClientID != clientID {
+				t.Fatalf("token not active for %s: %+v", clientID, issued)
 			}
 		})
 	}
@@ -137,11 +132,7 @@ func TestPasswordGrantUsesRefreshTokenThenFallsBackToPassword(t *testing.T) {
 func TestRefreshTokenGrantRotatesAndPersistsBeforeAnswering(t *testing.T) {
 	p := newProviderWithClient(t)
 	p.TokenTTL = 10 * time.Minute
-	imported := p.IssueRefreshToken(testClientID, "bob", "api")
-	b, s := configuredWith(t, p, map[string]any{
-		"grant_type": "refresh_token", "client_id": testClientID, "client_secret": testClientSecret,
-		"refresh_token": imported,
-	})
+	b, s, imported := refreshTokenRole(t, p, "api", nil)
 	readCreds(t, b, s, "app", nil)
 	if p.RefreshTokenValid(imported) {
 		t.Fatal("the provider should have rotated the imported refresh token")
@@ -168,10 +159,7 @@ func TestRefreshTokenGrantRotatesAndPersistsBeforeAnswering(t *testing.T) {
 func TestRefreshTokenInvalidGrantKeepsTokenAndTellsOperator(t *testing.T) {
 	p := newProviderWithClient(t)
 	p.TokenTTL = 10 * time.Minute
-	b, s := configuredWith(t, p, map[string]any{
-		"grant_type": "refresh_token", "client_id": testClientID, "client_secret": testClientSecret,
-		"refresh_token": p.IssueRefreshToken(testClientID, "bob", ""),
-	})
+	b, s, _ := refreshTokenRole(t, p, "", nil)
 	first := readCreds(t, b, s, "app", nil).Data["access_token"]
 	p.RevokeRefreshTokens()
 
@@ -191,11 +179,7 @@ func TestRefreshTokenInvalidGrantKeepsTokenAndTellsOperator(t *testing.T) {
 
 func TestRotatedRefreshTokenSurvivesStorageFailure(t *testing.T) {
 	p := newProviderWithClient(t)
-	imported := p.IssueRefreshToken(testClientID, "bob", "")
-	b, s := configuredWith(t, p, map[string]any{
-		"grant_type": "refresh_token", "client_id": testClientID, "client_secret": testClientSecret,
-		"refresh_token": imported,
-	})
+	b, s, imported := refreshTokenRole(t, p, "", nil)
 	s.setFailPut(func(key string) bool { return strings.HasPrefix(key, tokenPrefix) })
 	if _, err := requestErr(b, s, logical.ReadOperation, "creds/app", nil); err == nil || !strings.Contains(err.Error(), "could not be stored") {
 		t.Fatalf("a failed store must be reported, got %v", err)
@@ -234,19 +218,14 @@ func TestJWTBearerGrant(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := testprovider.New(t)
-			client := tc.client
-			client.ID = "jwt-" + strings.ReplaceAll(tc.name, " ", "-")
-			p.AddClient(&client)
-			tc.role["client_id"] = client.ID
 			tc.role["grant_type"] = "jwt_bearer"
-			b, s := configuredWith(t, p, tc.role)
+			p, b, s, clientID := backendForClient(t, "jwt-"+tc.name, tc.client, tc.role)
 			at := readCreds(t, b, s, "app", nil).Data["access_token"].(string)
 			issued, active := p.Introspect(at)
 			if !active {
 				t.Fatal("token not active")
 			}
-			wantSub := client.ID
+			wantSub := clientID
 			if sub, ok := tc.role["assertion_subject"].(string); ok {
 				wantSub = sub
 			}

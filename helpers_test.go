@@ -143,3 +143,32 @@ func readCreds(t testing.TB, b *backend, s logical.Storage, role string, data ma
 	t.Helper()
 	return mustSucceed(t, request(t, b, s, logical.ReadOperation, "creds/"+role, data))
 }
+
+// refreshTokenRole configures role "app" for the refresh_token grant, importing a refresh token
+// the provider issues for subject "bob" with scope; extra role fields are added. It returns the
+// imported refresh token.
+func refreshTokenRole(t testing.TB, p *testprovider.Provider, scope string, extra map[string]any) (*backend, *faultyStorage, string) {
+	t.Helper()
+	imported := p.IssueRefreshToken(testClientID, "bob", scope)
+	role := map[string]any{
+		"grant_type": "refresh_token", "client_id": testClientID, "client_secret": testClientSecret,
+		"refresh_token": imported,
+	}
+	for k, v := range extra {
+		role[k] = v
+	}
+	b, s := configuredWith(t, p, role)
+	return b, s, imported
+}
+
+// backendForClient starts a provider with client (its ID derived from name) and a backend whose
+// role "app" uses that client with the given role fields. It returns the client's ID.
+func backendForClient(t *testing.T, name string, client testprovider.Client, role map[string]any) (*testprovider.Provider, *backend, *faultyStorage, string) {
+	t.Helper()
+	p := testprovider.New(t)
+	client.ID = strings.ReplaceAll(name, " ", "-")
+	p.AddClient(&client)
+	role["client_id"] = client.ID
+	b, s := configuredWith(t, p, role)
+	return p, b, s, client.ID
+}

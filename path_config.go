@@ -141,13 +141,11 @@ func (b *backend) config(ctx context.Context, s logical.Storage) (*configEntry, 
 	if cfg := b.cache.config.Load(); cfg != nil {
 		return cfg, nil
 	}
-	cfg := new(configEntry)
-	found, err := getJSON(ctx, s, configPath, cfg)
-	if err != nil || !found {
-		return nil, err
+	cfg, err := readEntry[configEntry](ctx, s, configPath)
+	if cfg != nil {
+		b.cache.config.Store(cfg)
 	}
-	b.cache.config.Store(cfg)
-	return cfg, nil
+	return cfg, err
 }
 
 // client returns the HTTP client for the configured provider, building it once per config.

@@ -317,19 +317,6 @@ func (b *backend) peekRole(ctx context.Context, s logical.Storage, name string) 
 	return role, tok, cfg, nil
 }
 
-// peekCached is loadCached without the lock and without filling the cache.
-func peekCached[T any](ctx context.Context, m *sync.Map, s logical.Storage, prefix, name string) (*T, error) {
-	if v, ok := m.Load(name); ok {
-		return v.(*T), nil
-	}
-	out := new(T)
-	found, err := getJSON(ctx, s, prefix+name, out)
-	if err != nil || !found {
-		return nil, err
-	}
-	return out, nil
-}
-
 // periodicRefresh is the backend's PeriodicFunc: it refreshes, with at most
 // max_concurrent_refreshes requests at once, every role due before the next tick.
 func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) error {

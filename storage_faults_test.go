@@ -29,10 +29,7 @@ func rotatingRole(t *testing.T) (*testprovider.Provider, *backend, *faultyStorag
 	t.Helper()
 	p := newProviderWithClient(t)
 	p.TokenTTL = 10 * time.Minute
-	b, s := configuredWith(t, p, map[string]any{
-		"grant_type": "refresh_token", "client_id": testClientID, "client_secret": testClientSecret,
-		"refresh_token": p.IssueRefreshToken(testClientID, "bob", "read"), "scopes": "read",
-	})
+	b, s, _ := refreshTokenRole(t, p, "read", map[string]any{"scopes": "read"})
 	readCreds(t, b, s, "app", nil)
 	b.now = func() time.Time { return time.Now().Add(6 * time.Minute) }
 	return p, b, s
@@ -233,11 +230,7 @@ func TestRotateWithRefusedWriteKeepsServingOldToken(t *testing.T) {
 // refresh token the provider rotated away during that grant.
 func TestRoleEditDuringGrantKeepsRotatedRefreshToken(t *testing.T) {
 	p := newProviderWithClient(t)
-	imported := p.IssueRefreshToken(testClientID, "bob", "")
-	b, s := configuredWith(t, p, map[string]any{
-		"grant_type": "refresh_token", "client_id": testClientID, "client_secret": testClientSecret,
-		"refresh_token": imported,
-	})
+	b, s, _ := refreshTokenRole(t, p, "", nil)
 	readCreds(t, b, s, "app", nil)
 	rotated := storedToken(t, s, "app").RefreshToken
 

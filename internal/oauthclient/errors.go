@@ -69,10 +69,7 @@ func toError(err error, tokenURL string) *Error {
 	if errors.As(err, &re) {
 		out := &Error{Code: clip(re.ErrorCode, 64), Description: clip(re.ErrorDescription, maxDescription)}
 		if re.Response != nil {
-			out.StatusCode = re.Response.StatusCode
-			if out.StatusCode == http.StatusTooManyRequests || out.StatusCode == http.StatusServiceUnavailable {
-				out.RetryAfter = parseRetryAfter(re.Response.Header.Get("Retry-After"), time.Now())
-			}
+			out.setStatus(re.Response)
 		}
 		if out.Code == "" && out.StatusCode >= 200 && out.StatusCode < 300 {
 			out.Cause = "provider answered with an error it did not name"
@@ -91,6 +88,14 @@ func toError(err error, tokenURL string) *Error {
 	// x/oauth2's own messages: unparsable body or missing access_token. A JSON error can quote
 	// a provider-sent value of any length (a bad expires_in), so they are clipped.
 	return &Error{Cause: "invalid token response: " + clip(strings.TrimPrefix(err.Error(), "oauth2: "), maxDescription)}
+}
+
+// setStatus records the HTTP status and, where RFC 9110 allows one, the Retry-After.
+func (e *Error) setStatus(resp *http.Response) {
+	e.StatusCode = resp.StatusCode
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
 }
 
 func transportCause(ue *url.Error, tokenURL string) string {

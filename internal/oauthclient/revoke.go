@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"golang.org/x/oauth2"
 )
@@ -85,14 +84,7 @@ func revocationError(resp *http.Response, body []byte) *Error {
 		Description string `json:"error_description"`
 	}
 	_ = json.Unmarshal(body, &e)
-	out := &Error{
-		Request:     revocationRequestName,
-		StatusCode:  resp.StatusCode,
-		Code:        clip(e.Code, 64),
-		Description: clip(e.Description, maxDescription),
-	}
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		out.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-	}
+	out := &Error{Request: revocationRequestName, Code: clip(e.Code, 64), Description: clip(e.Description, maxDescription)}
+	out.setStatus(resp)
 	return out
 }
