@@ -33,13 +33,15 @@ type backend struct {
 	// grants makes concurrent readers of one role share one upstream token request.
 	grants singleflight.Group
 
-	cache entryCache
+	cache *entryCache
 	// unsaved holds tokens the provider issued that storage refused; a rotated refresh token may
 	// exist nowhere else, so it is kept and storing it is retried.
 	unsaved sync.Map // role name -> *tokenEntry
 
 	// refresher replaces tokens in the background before reads would have to wait for one.
 	refresher *refresher
+	// grantsOpen lets clean wait for the grants under way and refuses new ones after it.
+	grantsOpen gate
 
 	now func() time.Time
 }
@@ -56,6 +58,7 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 func newBackend() *backend {
 	b := &backend{
 		roleLocks: locksutil.CreateLocks(),
+		cache:     newEntryCache(),
 		refresher: newRefresher(),
 		now:       time.Now,
 	}
@@ -92,12 +95,12 @@ func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 func (b *backend) invalidate(_ context.Context, key string) {
 	switch {
 	case key == configPath:
-		b.cache.dropConfig()
+		b.cache.config.drop("")
 	case strings.HasPrefix(key, rolePrefix):
-		b.cache.roles.Delete(strings.TrimPrefix(key, rolePrefix))
+		b.cache.roles.drop(strings.TrimPrefix(key, rolePrefix))
 		b.recheck(strings.TrimPrefix(key, rolePrefix))
 	case strings.HasPrefix(key, tokenPrefix):
-		b.cache.tokens.Delete(strings.TrimPrefix(key, tokenPrefix))
+		b.cache.tokens.drop(strings.TrimPrefix(key, tokenPrefix))
 		b.recheck(strings.TrimPrefix(key, tokenPrefix))
 	}
 }
@@ -140,6 +143,33 @@ func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *f
 
 func (b *backend) roleLock(name string) *locksutil.LockEntry {
 	return locksutil.LockForKey(b.roleLocks, name)
+}
+
+// gate counts the operations under way until it is closed, and admits none after.
+type gate struct {
+	mu     sync.RWMutex
+	closed bool
+	open   sync.WaitGroup
+}
+
+func (g *gate) enter() bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return false
+	}
+	g.open.Add(1)
+	return true
+}
+
+func (g *gate) leave() { g.open.Done() }
+
+// close refuses new operations and waits for those under way.
+func (g *gate) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.open.Wait()
 }
 
 const backendHelp = `

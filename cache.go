@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
@@ -16,16 +17,106 @@ import (
 // storage nor the network. Writers update it after storage; invalidate drops entries that
 // another node changed.
 type entryCache struct {
-	config atomic.Pointer[configEntry]
-	// client is built from config (TLS roots, timeout) and dropped with it.
-	client atomic.Pointer[oauthclient.Client]
-	roles  sync.Map // name -> *roleEntry
-	tokens sync.Map // name -> *tokenEntry
+	config cachedEntries[configEntry]
+	roles  cachedEntries[roleEntry]
+	tokens cachedEntries[tokenEntry]
+	// client is the HTTP client for one (ca_pem, timeout): a config write that changes neither
+	// keeps its connections.
+	client atomic.Pointer[providerClient]
+	// bindings memoises each role's tokenBinding for the role and config entries it was
+	// computed from, so the hot path does not hash the role on every read.
+	bindings sync.Map // name -> *memoBinding
 }
 
-func (c *entryCache) dropConfig() {
-	c.config.Store(nil)
-	c.client.Store(nil)
+func newEntryCache() *entryCache {
+	return &entryCache{
+		config: cachedEntries[configEntry]{prefix: configPath},
+		roles:  cachedEntries[roleEntry]{prefix: rolePrefix},
+		tokens: cachedEntries[tokenEntry]{prefix: tokenPrefix},
+	}
+}
+
+type providerClient struct {
+	caPEM   string
+	timeout time.Duration
+	client  *oauthclient.Client
+}
+
+type memoBinding struct {
+	role    *roleEntry
+	cfg     *configEntry
+	binding tokenBinding
+}
+
+// binding is bindingOf(role, cfg), computed once per pair of entries.
+func (c *entryCache) binding(name string, role *roleEntry, cfg *configEntry) tokenBinding {
+	if v, ok := c.bindings.Load(name); ok {
+		if m := v.(*memoBinding); m.role == role && m.cfg == cfg {
+			return m.binding
+		}
+	}
+	bd := bindingOf(role, cfg)
+	c.bindings.Store(name, &memoBinding{role: role, cfg: cfg, binding: bd})
+	return bd
+}
+
+// cachedEntries caches the entries under one storage prefix. Each key has a generation that
+// every local write and every invalidation bumps: an entry read from storage before a change is
+// then not cached, so the cache never goes back to an entry older than storage.
+type cachedEntries[T any] struct {
+	prefix  string
+	entries sync.Map // key -> *T
+
+	mu          sync.Mutex
+	generations map[string]uint64
+}
+
+func (c *cachedEntries[T]) generation(key string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.generations[key]
+}
+
+// set caches v as the entry a local write just stored.
+func (c *cachedEntries[T]) set(key string, v *T) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bump(key)
+	c.entries.Store(key, v)
+}
+
+// drop forgets key: it was deleted, or changed elsewhere.
+func (c *cachedEntries[T]) drop(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bump(key)
+	c.entries.Delete(key)
+}
+
+func (c *cachedEntries[T]) bump(key string) {
+	if c.generations == nil {
+		c.generations = map[string]uint64{}
+	}
+	c.generations[key]++
+}
+
+// load returns the cached entry for key, else reads it from storage and caches it unless the key
+// changed meanwhile. It returns nil when storage has none.
+func (c *cachedEntries[T]) load(ctx context.Context, s logical.Storage, key string) (*T, error) {
+	if v, ok := c.entries.Load(key); ok {
+		return v.(*T), nil
+	}
+	gen := c.generation(key)
+	out, err := readEntry[T](ctx, s, c.prefix+key)
+	if out == nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.generations[key] == gen {
+		c.entries.Store(key, out)
+	}
+	return out, nil
 }
 
 // getJSON decodes the entry at key into out and reports whether one was there.
@@ -62,29 +153,4 @@ func readEntry[T any](ctx context.Context, s logical.Storage, key string) (*T, e
 		return nil, err
 	}
 	return out, nil
-}
-
-// loadCached returns the cached entry for name, else reads it from storage under the role's
-// read lock (so it cannot overwrite a newer entry a writer just cached) and caches it.
-func loadCached[T any](ctx context.Context, b *backend, m *sync.Map, s logical.Storage, prefix, name string) (*T, error) {
-	if v, ok := m.Load(name); ok {
-		return v.(*T), nil
-	}
-	lock := b.roleLock(name)
-	lock.RLock()
-	defer lock.RUnlock()
-	out, err := readEntry[T](ctx, s, prefix+name)
-	if out != nil {
-		m.Store(name, out)
-	}
-	return out, err
-}
-
-// peekCached is loadCached without the lock and without filling the cache, for callers that
-// may already hold the role's lock.
-func peekCached[T any](ctx context.Context, m *sync.Map, s logical.Storage, prefix, name string) (*T, error) {
-	if v, ok := m.Load(name); ok {
-		return v.(*T), nil
-	}
-	return readEntry[T](ctx, s, prefix+name)
 }

@@ -332,6 +332,22 @@ func (e *faultEnv) checkNoSecrets(t *testing.T, resp *logical.Response, err erro
 func (e *faultEnv) checkRecovers(t *testing.T) {
 	t.Helper()
 	e.setScenario(t, faultproxy.None)
+	if retryAt := e.storedToken(t).RetryAt; !retryAt.IsZero() {
+		// The provider asked for a pause: no read calls it before then, min_seconds or not.
+		requests := e.provider.Requests()
+		resp, err := requestErr(e.b, e.s, logical.ReadOperation, "creds/app", map[string]any{"min_seconds": int(matrixTokenTTL.Seconds())})
+		if e.provider.Requests() != requests {
+			t.Fatal("a read called the provider before its Retry-After")
+		}
+		msg := fmt.Sprint(err)
+		if resp != nil {
+			msg += fmt.Sprint(resp.Warnings, resp.Error())
+		}
+		if !strings.Contains(msg, "retry after") {
+			t.Fatalf("the read should say when the provider may be asked again, got %s", msg)
+		}
+		e.b.now = func() time.Time { return retryAt.Add(time.Second) }
+	}
 	resp := readCreds(t, e.b, e.s, "app", map[string]any{"min_seconds": int((matrixDefaultTTL + time.Minute).Seconds())})
 	at := resp.Data["access_token"].(string)
 	if _, active := e.provider.Introspect(at); !active {

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,14 +48,39 @@ func fieldErrorf(field, format string, args ...any) error {
 // secretFields are write-only and never echoed, not even in an error.
 var secretFields = []string{"client_secret", "client_key", "password", "refresh_token", "assertion_key"}
 
+// secretPairsField holds key=value pairs whose values are secrets.
+const secretPairsField = "secret_token_params"
+
 // rejectMistypedSecrets refuses a secret sent as a list or a map (as the CLI sends a key given
-// twice) before the SDK converts it, because the SDK's conversion error quotes the value.
+// twice), and secret pairs that are not key=value, before the SDK converts them, because the
+// SDK's conversion errors quote the value.
 func rejectMistypedSecrets(data map[string]any) error {
 	for _, field := range secretFields {
 		switch data[field].(type) {
 		case nil, string, json.Number, bool, int, int64, float64:
 		default:
 			return fieldErrorf(field, "must be a single string (was it given more than once?)")
+		}
+	}
+	var pairs []any
+	switch v := data[secretPairsField].(type) {
+	case nil:
+	case map[string]any:
+		for _, value := range v {
+			if _, ok := value.(string); !ok {
+				return fieldErrorf(secretPairsField, "each value must be a string")
+			}
+		}
+	case string:
+		pairs = []any{v}
+	case []any:
+		pairs = v
+	default:
+		return fieldErrorf(secretPairsField, "must be key=value pairs or a map")
+	}
+	for _, p := range pairs {
+		if s, ok := p.(string); !ok || !strings.Contains(s, "=") || strings.HasPrefix(s, "=") {
+			return fieldErrorf(secretPairsField, "each entry must be key=value with a non-empty key")
 		}
 	}
 	return nil
@@ -101,7 +127,7 @@ func validateEndpointURL(field, raw string) error {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Hostname() == "" || u.Opaque != "" {
-		return fieldErrorf(field, "%q is not an absolute URL", clipInput(raw))
+		return fieldErrorf(field, "%s is not an absolute URL", quoteURL(raw))
 	}
 	if u.User != nil {
 		return fieldErrorf(field, "URL must not carry credentials")
@@ -124,6 +150,14 @@ func validateEndpointURL(field, raw string) error {
 		}
 	}
 	return nil
+}
+
+// quoteURL echoes a URL in an error, unless it may carry credentials (userinfo before an '@').
+func quoteURL(raw string) string {
+	if strings.Contains(raw, "@") {
+		return "the URL (not shown: it may carry credentials)"
+	}
+	return strconv.Quote(clipInput(raw))
 }
 
 func isLoopback(host string) bool {

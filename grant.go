@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,22 +22,46 @@ type grantOutcome struct {
 	// fresh is false when the grant failed and token is the still-valid cached one.
 	fresh bool
 	err   error
+	// warning explains why a cached token was served instead of the new one asked for.
+	warning string
 }
+
+// grantCaller is who asks for a token, which decides how far it may push the provider.
+type grantCaller int
+
+const (
+	// byRead may force a new grant with min_seconds, but not within forcedGrantInterval of the
+	// last forced one, so that no reader can make the plugin hammer the provider.
+	byRead grantCaller = iota
+	byRefresher
+	// byRotate always obtains a new token.
+	byRotate
+)
+
+// forcedGrantInterval is how long a token obtained by force is served to readers who ask for
+// more than it has, instead of obtaining yet another.
+const forcedGrantInterval = 5 * time.Second
+
+var errClosing = errors.New("the plugin is shutting down or reloading; read again")
 
 // obtainToken returns a token with at least minLeft to live, performing the role's grant when
 // the current one falls short. Concurrent callers for one role share one grant.
-func (b *backend) obtainToken(ctx context.Context, s logical.Storage, name string, minLeft time.Duration) grantOutcome {
+func (b *backend) obtainToken(ctx context.Context, s logical.Storage, name string, minLeft time.Duration, caller grantCaller) grantOutcome {
 	v, _, _ := b.grants.Do(name, func() (any, error) {
+		if !b.grantsOpen.enter() {
+			return grantOutcome{err: errClosing}, nil
+		}
+		defer b.grantsOpen.leave()
 		// The grant outlives any one reader: a reader that gives up must not cancel it for the
 		// others, nor lose a rotated refresh token halfway.
-		return b.refresh(context.WithoutCancel(ctx), s, name, minLeft), nil
+		return b.grant(context.WithoutCancel(ctx), s, name, minLeft, caller), nil
 	})
 	return v.(grantOutcome)
 }
 
-// refresh performs the role's grant unless the current token already has minLeft (and more
-// than its refresh threshold) to live, and persists the result before returning it.
-func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, minLeft time.Duration) grantOutcome {
+// grant performs the role's grant unless the current token already has minLeft (and more than
+// its refresh threshold) to live, and persists the result before returning it.
+func (b *backend) grant(ctx context.Context, s logical.Storage, name string, minLeft time.Duration, caller grantCaller) grantOutcome {
 	role, err := b.role(ctx, s, name)
 	if err != nil {
 		return grantOutcome{err: err}
@@ -51,6 +76,7 @@ func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, m
 	if cfg == nil {
 		return grantOutcome{err: errNoConfig}
 	}
+	bd := b.cache.binding(name, role, cfg)
 	current, err := b.currentToken(ctx, s, name)
 	if err != nil {
 		return grantOutcome{err: err}
@@ -60,102 +86,102 @@ func (b *backend) refresh(ctx context.Context, s logical.Storage, name string, m
 		// it records were storage's, and are over once it is stored.
 		stored := *current
 		stored.LastError, stored.LastErrorAt, stored.ConsecutiveFailures, stored.RetryAt = "", time.Time{}, 0, time.Time{}
-		if err := b.storeToken(ctx, s, name, role.grantFingerprint(), &stored); err != nil {
-			return b.failed(ctx, s, name, current, err)
+		// errRoleChanged: the role was edited since; what still serves it is stored now.
+		if err := b.storeToken(ctx, s, name, &stored); err != nil && !errors.Is(err, errRoleChanged) {
+			return b.failed(ctx, s, name, bd.access, current, err)
 		}
-		current = &stored
-	}
-	now := b.now()
-	if left := current.remaining(now); left > 0 && left > max(minLeft, refreshThreshold(effectivePolicy(role, cfg), current.lifetime())) {
-		return grantOutcome{token: current, fresh: true}
-	}
-
-	if current != nil && now.Before(current.RetryAt) && current.remaining(now) > 0 {
-		// The provider asked us to wait (Retry-After): honour it while a valid token remains.
-		return grantOutcome{token: current, err: fmt.Errorf("the provider asked to retry after %s: %s", current.RetryAt.UTC().Format(time.RFC3339), current.LastError)}
-	}
-
-	fingerprint := role.grantFingerprint()
-	tok, err := b.requestToken(ctx, cfg, role, current)
-	if err != nil {
-		return b.failed(ctx, s, name, current, err)
-	}
-	next := newTokenEntry(tok, current, role, now)
-	if err := b.storeToken(ctx, s, name, fingerprint, next); err != nil {
-		if errors.Is(err, errRoleChanged) {
+		if current, err = b.currentToken(ctx, s, name); err != nil {
 			return grantOutcome{err: err}
 		}
-		b.Logger().Error("storing token failed", "role", name, "error", err)
+	}
+	now := b.now()
+	left := current.servable(bd, now)
+	threshold := refreshThreshold(effectivePolicy(role, cfg), current.lifetime())
+	if left > max(minLeft, threshold) {
+		return grantOutcome{token: current, fresh: true}
+	}
+	forced := left > threshold
+	if forced && caller == byRead && current.Forced && now.Sub(current.ObtainedAt) < forcedGrantInterval {
+		return grantOutcome{token: current, fresh: true, warning: fmt.Sprintf(
+			"this token was obtained %s ago by another read that asked for a new one; min_seconds can obtain the next one from %s",
+			now.Sub(current.ObtainedAt).Round(time.Second), rfc3339(current.ObtainedAt.Add(forcedGrantInterval)))}
+	}
+	if current != nil && now.Before(current.RetryAt) {
+		// The provider asked us to wait (Retry-After): nobody calls it before then.
+		err := fmt.Errorf("the provider asked to retry after %s: %s", rfc3339(current.RetryAt), current.LastError)
+		if left > 0 {
+			return grantOutcome{token: current, err: err}
+		}
+		return grantOutcome{err: err}
+	}
+
+	tok, err := b.requestToken(ctx, cfg, role, bd, current)
+	if err != nil {
+		return b.failed(ctx, s, name, bd.access, current, err)
+	}
+	next := newTokenEntry(tok, current, role, bd, now)
+	next.Forced = forced
+	if err := b.storeToken(ctx, s, name, next); err != nil {
+		if !errors.Is(err, errRoleChanged) {
+			b.Logger().Error("storing token failed", "role", name, "error", err)
+		}
 		return grantOutcome{err: err}
 	}
 	return grantOutcome{token: next, fresh: true}
 }
 
-// newTokenEntry records a token response, keeping the previous refresh token when the provider
-// did not rotate it (RFC 6749 §6).
-func newTokenEntry(tok *oauthclient.Token, prev *tokenEntry, role *roleEntry, now time.Time) *tokenEntry {
+// newTokenEntry records a token response obtained for bd with a request sent at now, keeping
+// the previous refresh token when the provider did not rotate it (RFC 6749 §6).
+func newTokenEntry(tok *oauthclient.Token, prev *tokenEntry, role *roleEntry, bd tokenBinding, now time.Time) *tokenEntry {
 	lifetime := tok.ExpiresIn
-	if lifetime <= 0 {
+	if lifetime == 0 {
 		lifetime = role.DefaultTTL
 	}
 	next := &tokenEntry{
-		AccessToken:  tok.AccessToken,
-		TokenType:    tok.TokenType,
-		IDToken:      tok.IDToken,
-		Scope:        tok.Scope,
-		ObtainedAt:   now,
-		ExpiresAt:    now.Add(lifetime),
-		RefreshToken: tok.RefreshToken,
-		Grants:       1,
+		AccessToken:    tok.AccessToken,
+		TokenType:      tok.TokenType,
+		IDToken:        tok.IDToken,
+		Scope:          tok.Scope,
+		ObtainedAt:     now,
+		ExpiresAt:      now.Add(lifetime),
+		Binding:        bd.access,
+		RefreshToken:   tok.RefreshToken,
+		RefreshBinding: bd.refresh,
+		RefreshSource:  bd.refreshSource,
+		Grants:         1,
 	}
 	if prev != nil {
 		next.Grants += prev.Grants
 		next.Failures = prev.Failures
 		if next.RefreshToken == "" {
-			next.RefreshToken = prev.RefreshToken
+			next.RefreshToken, _ = prev.refreshTokenFor(bd)
 		}
 	}
 	return next
 }
 
-// failed records a failed grant and returns the still-valid cached token, if any, with the error.
-func (b *backend) failed(ctx context.Context, s logical.Storage, name string, current *tokenEntry, cause error) grantOutcome {
+// failed records a failed grant and returns, with the error, the cached token that may still be
+// served. A role edited or deleted meanwhile gets neither the record nor its old token.
+func (b *backend) failed(ctx context.Context, s logical.Storage, name, grantBinding string, current *tokenEntry, cause error) grantOutcome {
 	b.Logger().Warn("token grant failed", "role", name, "error", cause)
-	// Bookkeeping only: the token itself stays exactly as it was.
-	var marked tokenEntry
-	if current != nil {
-		marked = *current
-	}
-	marked.LastError = cause.Error()
-	marked.LastErrorAt = b.now()
-	marked.ConsecutiveFailures++
-	marked.Failures++
-	marked.RetryAt = retryAfter(cause, marked.LastErrorAt)
-	if _, pending := b.unsaved.Load(name); pending {
-		b.unsaved.Store(name, &marked)
-	} else if err := b.recordFailure(ctx, s, name, &marked); err != nil {
-		b.Logger().Warn("recording the failure failed", "role", name, "error", err)
-	}
+	marked, err := b.recordFailure(ctx, s, name, grantBinding, cause)
 	b.reschedule(ctx, s, name)
-	if marked.remaining(b.now()) > 0 {
-		return grantOutcome{token: &marked, err: cause}
+	switch {
+	case errors.Is(err, errRoleChanged):
+		return grantOutcome{err: fmt.Errorf("%w (the attempt failed: %w)", errRoleChanged, cause)}
+	case err != nil:
+		b.Logger().Warn("recording the failure failed", "role", name, "error", err)
+		marked = current
+	}
+	if marked != nil && (marked.Binding == "" || marked.Binding == grantBinding) && marked.remaining(b.now()) > 0 {
+		return grantOutcome{token: marked, err: cause}
 	}
 	return grantOutcome{err: cause}
 }
 
-func (b *backend) recordFailure(ctx context.Context, s logical.Storage, name string, marked *tokenEntry) error {
-	lock := b.roleLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-	if err := putJSON(ctx, s, tokenPrefix+name, marked); err != nil {
-		return err
-	}
-	b.cache.tokens.Store(name, marked)
-	return nil
-}
-
-// requestToken performs the role's grant. Grants that hold a refresh token use it first.
-func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *roleEntry, current *tokenEntry) (*oauthclient.Token, error) {
+// requestToken performs the role's grant. Grants that hold a refresh token use it first; one
+// issued to another client or provider is never sent.
+func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry) (*oauthclient.Token, error) {
 	client, err := b.client(cfg)
 	if err != nil {
 		return nil, err
@@ -164,21 +190,21 @@ func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *role
 	if err != nil {
 		return nil, err
 	}
-	refreshToken := role.RefreshToken
-	if current != nil && current.RefreshToken != "" {
-		refreshToken = current.RefreshToken
-	}
+	refreshToken, stranded := current.refreshTokenFor(bd)
 
 	switch role.GrantType {
 	case grantRefreshToken:
-		tok, err := client.Exchange(ctx, withRefreshToken(req, refreshToken))
+		if stranded {
+			return nil, errStrandedRefreshToken
+		}
+		tok, err := client.Exchange(ctx, withRefreshToken(req, cmp.Or(refreshToken, role.RefreshToken)))
 		if isInvalidGrant(err) {
 			return nil, fmt.Errorf("%w; the refresh token is no longer accepted: import a new one with vault write <mount>/roles/<name> refresh_token=...", err)
 		}
 		return tok, err
 	case grantPassword:
-		if current != nil && current.RefreshToken != "" {
-			tok, err := client.Exchange(ctx, withRefreshToken(req, current.RefreshToken))
+		if refreshToken != "" {
+			tok, err := client.Exchange(ctx, withRefreshToken(req, refreshToken))
 			if !isInvalidGrant(err) {
 				return tok, err
 			}
@@ -195,6 +221,11 @@ func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *role
 	}
 	return client.Exchange(ctx, req)
 }
+
+// errStrandedRefreshToken: the role's refresh token belongs to the client or provider the config
+// named before. It is kept, never sent elsewhere.
+var errStrandedRefreshToken = errors.New("the role's refresh token was issued to another client ID or provider than the config now names, and is not sent there: " +
+	"restore the config's client_id / issuer / token_url, or import a refresh token for the new one with vault write <mount>/roles/<name> refresh_token=...")
 
 func isInvalidGrant(err error) bool {
 	var oe *oauthclient.Error
@@ -227,8 +258,10 @@ func baseRequest(cfg *configEntry, role *roleEntry) (oauthclient.TokenRequest, e
 		}
 	}
 	params := url.Values{}
-	for k, v := range role.TokenParams {
-		params.Set(k, v)
+	for _, p := range []map[string]string{role.TokenParams, role.SecretTokenParams} {
+		for k, v := range p {
+			params.Set(k, v)
+		}
 	}
 	if role.Audience != "" {
 		params.Set("audience", role.Audience)

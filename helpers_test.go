@@ -17,6 +17,7 @@ import (
 type faultyStorage struct {
 	logical.Storage
 	gets, puts atomic.Int64
+	tokenReads atomic.Int64
 	mu         sync.Mutex
 	failPut    func(key string) bool
 	failGet    func(key string) bool
@@ -26,6 +27,9 @@ var errInjected = errors.New("injected storage failure")
 
 func (s *faultyStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
 	s.gets.Add(1)
+	if strings.HasPrefix(key, tokenPrefix) {
+		s.tokenReads.Add(1)
+	}
 	s.mu.Lock()
 	fail := s.failGet != nil && s.failGet(key)
 	s.mu.Unlock()
@@ -45,6 +49,9 @@ func (s *faultyStorage) Put(ctx context.Context, e *logical.StorageEntry) error 
 	}
 	return s.Storage.Put(ctx, e)
 }
+
+// tokenGets is how many reads of a tokens/ entry storage served.
+func (s *faultyStorage) tokenGets() int64 { return s.tokenReads.Load() }
 
 func (s *faultyStorage) setFailPut(f func(string) bool) {
 	s.mu.Lock()

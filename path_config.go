@@ -106,8 +106,10 @@ func pathConfig(b *backend) *framework.Path {
 				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "configure"},
 			},
 			logical.DeleteOperation: &framework.PathOperation{
-				Callback:     b.pathConfigDelete,
-				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "delete", OperationSuffix: "configuration"},
+				Callback:                    b.pathConfigDelete,
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "delete", OperationSuffix: "configuration"},
 			},
 		},
 		ExistenceCheck:  b.pathConfigExists,
@@ -138,26 +140,19 @@ func (b *backend) pathConfigExists(ctx context.Context, req *logical.Request, _ 
 
 // config returns the stored provider configuration, or nil when none is written.
 func (b *backend) config(ctx context.Context, s logical.Storage) (*configEntry, error) {
-	if cfg := b.cache.config.Load(); cfg != nil {
-		return cfg, nil
-	}
-	cfg, err := readEntry[configEntry](ctx, s, configPath)
-	if cfg != nil {
-		b.cache.config.Store(cfg)
-	}
-	return cfg, err
+	return b.cache.config.load(ctx, s, "")
 }
 
-// client returns the HTTP client for the configured provider, building it once per config.
+// client returns the HTTP client for cfg's trust roots and timeout, built once for each.
 func (b *backend) client(cfg *configEntry) (*oauthclient.Client, error) {
-	if c := b.cache.client.Load(); c != nil {
-		return c, nil
+	if c := b.cache.client.Load(); c != nil && c.caPEM == cfg.CAPEM && c.timeout == cfg.Timeout {
+		return c.client, nil
 	}
 	c, err := oauthclient.NewClient(cfg.CAPEM, cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	b.cache.client.Store(c)
+	b.cache.client.Store(&providerClient{caPEM: cfg.CAPEM, timeout: cfg.Timeout, client: c})
 	return c, nil
 }
 
@@ -245,8 +240,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := putJSON(ctx, req.Storage, configPath, cfg); err != nil {
 		return nil, err
 	}
-	b.cache.dropConfig()
-	b.cache.config.Store(cfg)
+	b.cache.config.set("", cfg)
 	if len(warnings) == 0 {
 		return nil, nil
 	}
@@ -430,7 +424,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	if err := req.Storage.Delete(ctx, configPath); err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}
-	b.cache.dropConfig()
+	b.cache.config.drop("")
 	return nil, nil
 }
 

@@ -56,7 +56,8 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		if err != nil {
 			return nil, err
 		}
-		if left := tok.remaining(b.now()); left > 0 && left > max(minLeft, refreshThreshold(effectivePolicy(role, cfg), tok.lifetime())) {
+		left := tok.servable(b.cache.binding(name, role, cfg), b.now())
+		if left > max(minLeft, refreshThreshold(effectivePolicy(role, cfg), tok.lifetime())) {
 			return b.credsResponse(name, role, tok), nil
 		}
 	}
@@ -65,13 +66,16 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		// A miss calls the provider and writes storage: only the node that may write does it.
 		return nil, logical.ErrReadOnly
 	}
-	out := b.obtainToken(ctx, req.Storage, name, minLeft)
+	out := b.obtainToken(ctx, req.Storage, name, minLeft, byRead)
 	if out.token == nil {
 		return grantErrorResponse(out.err)
 	}
 	resp := b.credsResponse(name, role, out.token)
 	if out.err != nil {
-		resp.AddWarning(fmt.Sprintf("serving the cached token, which expires at %s: obtaining a new one failed: %v", out.token.ExpiresAt.UTC().Format(time.RFC3339), out.err))
+		resp.AddWarning(fmt.Sprintf("serving the cached token, which expires at %s: obtaining a new one failed: %v", rfc3339(out.token.ExpiresAt), out.err))
+	}
+	if out.warning != "" {
+		resp.AddWarning(out.warning)
 	}
 	if left := out.token.remaining(b.now()); left < minLeft {
 		resp.AddWarning(fmt.Sprintf("the token has %ds left, less than min_seconds=%d: the provider issues shorter-lived tokens", int(left.Seconds()), minSeconds))
@@ -81,15 +85,15 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 
 // credsResponse is the lease: non-renewable, lasting exactly as long as the token (or max_ttl).
 func (b *backend) credsResponse(name string, role *roleEntry, tok *tokenEntry) *logical.Response {
-	left := tok.remaining(b.now()).Truncate(time.Second)
-	ttl := max(left, time.Second)
+	left := tok.remaining(b.now())
+	ttl := left
 	if role.MaxTTL > 0 {
 		ttl = min(ttl, role.MaxTTL)
 	}
 	data := map[string]any{
 		"access_token": tok.AccessToken,
 		"token_type":   tok.TokenType,
-		"expires_at":   tok.ExpiresAt.UTC().Format(time.RFC3339),
+		"expires_at":   rfc3339(tok.ExpiresAt),
 		"expires_in":   int64(left.Seconds()),
 		"scope":        tok.Scope,
 	}
@@ -141,6 +145,8 @@ concurrent readers then share a single request to the provider.
 
 min_seconds asks for a token with at least that many seconds left, obtaining a new one if the
 cached token has less: an application whose token was rejected can use it to get a fresh one.
+A token obtained that way is served to every read for 5 seconds, whatever min_seconds asks (with a
+warning), so that readers cannot make the plugin call the provider on every read.
 
 If the provider fails while the cached token is still valid, the cached token is returned with a
 warning. Revoking a lease does not revoke the token at the provider.

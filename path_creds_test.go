@@ -80,9 +80,9 @@ func TestConcurrentColdReadsShareOneGrant(t *testing.T) {
 			tokens[i] = resp.Data["access_token"].(string)
 		}()
 	}
-	// Let every reader reach the grant before the provider answers the first request.
-	waitFor(t, func() bool { return p.Requests() >= 1 })
-	time.Sleep(50 * time.Millisecond)
+	// The provider holds the first request until every reader has missed the cache (each
+	// looks up the role's token in storage once before it joins the grant).
+	waitFor(t, func() bool { return p.Requests() >= 1 && s.tokenGets() >= readers })
 	close(p.Hold)
 	wg.Wait()
 	close(errs)

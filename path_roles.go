@@ -2,9 +2,12 @@ package oauth
 
 import (
 	"context"
-	"crypto/sha256"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,13 +38,18 @@ var reservedClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti"}
 
 // roleEntry is one application's grant, stored at "roles/<name>".
 type roleEntry struct {
-	GrantType string `json:"grant_type"`
+	// Incarnation is random per creation: a role deleted and created again under its name
+	// never inherits a token of its previous life.
+	Incarnation string `json:"incarnation,omitempty"`
+	GrantType   string `json:"grant_type"`
 	clientCredentials
 
 	Scopes      []string          `json:"scopes,omitempty"`
 	Audience    string            `json:"audience,omitempty"`
 	Resource    []string          `json:"resource,omitempty"`
 	TokenParams map[string]string `json:"token_params,omitempty"`
+	// SecretTokenParams are token_params whose values are secrets: write-only.
+	SecretTokenParams map[string]string `json:"secret_token_params,omitempty"`
 
 	Username     string `json:"username,omitempty"`
 	Password     string `json:"password,omitempty"`
@@ -51,6 +59,9 @@ type roleEntry struct {
 	DefaultTTL time.Duration `json:"default_ttl"`
 	MaxTTL     time.Duration `json:"max_ttl"`
 	refreshPolicy
+	// RefreshOverrides names the refresh settings the role sets itself, even to 0; the others
+	// come from the config. (Roles stored before it override with every non-zero setting.)
+	RefreshOverrides []string `json:"refresh_overrides,omitempty"`
 }
 
 // assertionSettings build the RFC 7523 assertion of the jwt_bearer grant.
@@ -67,25 +78,26 @@ type assertionSettings struct {
 
 func pathRoles(b *backend) []*framework.Path {
 	fields := map[string]*framework.FieldSchema{
-		"name":               {Type: framework.TypeString, Required: true, Description: "Name of the role."},
-		"grant_type":         {Type: framework.TypeString, Default: grantClientCredentials, Description: "Grant to perform: " + strings.Join(supportedGrants, ", ") + "."},
-		"scopes":             {Type: framework.TypeCommaStringSlice, Description: "Scopes to request, comma-separated; sent space-separated as scope."},
-		"audience":           {Type: framework.TypeString, Description: "Value of the audience parameter sent to the token endpoint."},
-		"resource":           {Type: framework.TypeCommaStringSlice, Description: "RFC 8707 resource indicators to send, comma-separated."},
-		"token_params":       {Type: framework.TypeKVPairs, Description: "Extra token request parameters as key=value pairs."},
-		"username":           {Type: framework.TypeString, Description: "password grant: the resource owner's username."},
-		"password":           {Type: framework.TypeString, Description: "password grant: the resource owner's password. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-		"refresh_token":      {Type: framework.TypeString, Description: "refresh_token grant: the refresh token to import. Replaced by each rotation. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-		"assertion_key":      {Type: framework.TypeString, Description: "jwt_bearer grant: PEM private key (RSA, EC) or HMAC shared secret that signs the assertion. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-		"assertion_alg":      {Type: framework.TypeString, Description: "jwt_bearer grant: JWS alg; defaults from the key (RS256, ES256, HS256)."},
-		"assertion_kid":      {Type: framework.TypeString, Description: "jwt_bearer grant: JWS kid header."},
-		"assertion_issuer":   {Type: framework.TypeString, Description: "jwt_bearer grant: iss claim; defaults to the client ID."},
-		"assertion_subject":  {Type: framework.TypeString, Description: "jwt_bearer grant: sub claim; defaults to the client ID."},
-		"assertion_audience": {Type: framework.TypeString, Description: "jwt_bearer grant: aud claim; defaults to the token endpoint URL."},
-		"assertion_ttl":      {Type: framework.TypeDurationSecond, Description: "jwt_bearer grant: assertion lifetime (default 5m)."},
-		"assertion_claims":   {Type: framework.TypeString, Description: "jwt_bearer grant: extra claims, as a JSON object."},
-		"default_ttl":        {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose response has no expires_in (default 1h)."},
-		"max_ttl":            {Type: framework.TypeDurationSecond, Description: "Upper bound on a creds lease, whatever the token's lifetime (0: no bound)."},
+		"name":                {Type: framework.TypeString, Required: true, Description: "Name of the role."},
+		"grant_type":          {Type: framework.TypeString, Default: grantClientCredentials, Description: "Grant to perform: " + strings.Join(supportedGrants, ", ") + "."},
+		"scopes":              {Type: framework.TypeCommaStringSlice, Description: "Scopes to request, comma-separated; sent space-separated as scope."},
+		"audience":            {Type: framework.TypeString, Description: "Value of the audience parameter sent to the token endpoint."},
+		"resource":            {Type: framework.TypeCommaStringSlice, Description: "RFC 8707 resource indicators to send, comma-separated."},
+		"token_params":        {Type: framework.TypeKVPairs, Description: "Extra token request parameters as key=value pairs."},
+		"secret_token_params": {Type: framework.TypeKVPairs, Description: "Extra token request parameters whose values are secret (an API key, say), as key=value pairs. Write-only: a read shows only their names.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		"username":            {Type: framework.TypeString, Description: "password grant: the resource owner's username."},
+		"password":            {Type: framework.TypeString, Description: "password grant: the resource owner's password. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		"refresh_token":       {Type: framework.TypeString, Description: "refresh_token grant: the refresh token to import. Replaced by each rotation. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		"assertion_key":       {Type: framework.TypeString, Description: "jwt_bearer grant: PEM private key (RSA, EC) or HMAC shared secret that signs the assertion. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		"assertion_alg":       {Type: framework.TypeString, Description: "jwt_bearer grant: JWS alg; defaults from the key (RS256, ES256, HS256)."},
+		"assertion_kid":       {Type: framework.TypeString, Description: "jwt_bearer grant: JWS kid header."},
+		"assertion_issuer":    {Type: framework.TypeString, Description: "jwt_bearer grant: iss claim; defaults to the client ID."},
+		"assertion_subject":   {Type: framework.TypeString, Description: "jwt_bearer grant: sub claim; defaults to the client ID."},
+		"assertion_audience":  {Type: framework.TypeString, Description: "jwt_bearer grant: aud claim; defaults to the token endpoint URL."},
+		"assertion_ttl":       {Type: framework.TypeDurationSecond, Description: "jwt_bearer grant: assertion lifetime (default 5m)."},
+		"assertion_claims":    {Type: framework.TypeString, Description: "jwt_bearer grant: extra claims, as a JSON object."},
+		"default_ttl":         {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose response has no expires_in (default 1h)."},
+		"max_ttl":             {Type: framework.TypeDurationSecond, Description: "Upper bound on a creds lease, whatever the token's lifetime (0: no bound)."},
 	}
 	addClientFields(fields, "Overrides the config's")
 	addRefreshFields(fields)
@@ -115,7 +127,7 @@ func pathRoles(b *backend) []*framework.Path {
 				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathRoleRead},
 				logical.CreateOperation: &framework.PathOperation{Callback: b.pathRoleWrite, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true},
 				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRoleWrite, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true},
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathRoleDelete},
+				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathRoleDelete, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true},
 			},
 			ExistenceCheck:  b.pathRoleExists,
 			HelpSynopsis:    pathRoleHelpSyn,
@@ -135,7 +147,7 @@ func (b *backend) pathRoleExists(ctx context.Context, req *logical.Request, d *f
 
 // role returns the named role, or nil when there is none.
 func (b *backend) role(ctx context.Context, s logical.Storage, name string) (*roleEntry, error) {
-	return loadCached[roleEntry](ctx, b, &b.cache.roles, s, rolePrefix, name)
+	return b.cache.roles.load(ctx, s, name)
 }
 
 func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
@@ -156,24 +168,25 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		return nil, err
 	}
 	data := map[string]any{
-		"grant_type":         role.GrantType,
-		"scopes":             role.Scopes,
-		"audience":           role.Audience,
-		"resource":           role.Resource,
-		"token_params":       role.TokenParams,
-		"username":           role.Username,
-		"password_set":       role.Password != "",
-		"refresh_token_set":  role.RefreshToken != "",
-		"assertion_key_set":  role.AssertionKey != "",
-		"assertion_alg":      role.AssertionAlg,
-		"assertion_kid":      role.AssertionKID,
-		"assertion_issuer":   role.AssertionIssuer,
-		"assertion_subject":  role.AssertionSubject,
-		"assertion_audience": role.AssertionAudience,
-		"assertion_ttl":      int64(role.AssertionTTL.Seconds()),
-		"assertion_claims":   role.AssertionClaims,
-		"default_ttl":        int64(role.DefaultTTL.Seconds()),
-		"max_ttl":            int64(role.MaxTTL.Seconds()),
+		"grant_type":               role.GrantType,
+		"scopes":                   role.Scopes,
+		"audience":                 role.Audience,
+		"resource":                 role.Resource,
+		"token_params":             role.TokenParams,
+		"secret_token_param_names": sortedKeys(role.SecretTokenParams),
+		"username":                 role.Username,
+		"password_set":             role.Password != "",
+		"refresh_token_set":        role.RefreshToken != "",
+		"assertion_key_set":        role.AssertionKey != "",
+		"assertion_alg":            role.AssertionAlg,
+		"assertion_kid":            role.AssertionKID,
+		"assertion_issuer":         role.AssertionIssuer,
+		"assertion_subject":        role.AssertionSubject,
+		"assertion_audience":       role.AssertionAudience,
+		"assertion_ttl":            int64(role.AssertionTTL.Seconds()),
+		"assertion_claims":         role.AssertionClaims,
+		"default_ttl":              int64(role.DefaultTTL.Seconds()),
+		"max_ttl":                  int64(role.MaxTTL.Seconds()),
 	}
 	role.clientCredentials.describe(data)
 	role.refreshPolicy.describe(data)
@@ -197,8 +210,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	lock.Lock()
 	defer lock.Unlock()
 
-	old := new(roleEntry)
-	found, err := getJSON(ctx, req.Storage, rolePrefix+name, old)
+	old, err := readEntry[roleEntry](ctx, req.Storage, rolePrefix+name)
 	if err != nil {
 		return nil, err
 	}
@@ -207,11 +219,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		DefaultTTL:        defaultTokenTTL,
 		assertionSettings: assertionSettings{AssertionTTL: defaultAssertionTTL},
 	}
-	if found {
+	if old != nil {
 		copied := *old
 		role = &copied
-	} else {
-		old = nil
 	}
 	if err := role.update(d); err != nil {
 		return errorResponse(err)
@@ -219,29 +229,22 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err := role.validate(cfg); err != nil {
 		return errorResponse(err)
 	}
-	// Drop the old grant's token first: if storage then fails, role and token still agree.
-	if old != nil && old.grantFingerprint() != role.grantFingerprint() {
-		if err := b.dropAccessToken(ctx, req.Storage, name, keepsRefreshToken(old, role, d)); err != nil {
+	if old == nil {
+		// A new role starts clean, whatever an earlier role of that name left behind. An edit
+		// needs no clean-up: tokens are served only for the binding they were obtained with.
+		if role.Incarnation, err = randomID(); err != nil {
+			return nil, err
+		}
+		if err := b.clearToken(ctx, req.Storage, name); err != nil {
 			return nil, err
 		}
 	}
 	if err := putJSON(ctx, req.Storage, rolePrefix+name, role); err != nil {
 		return nil, err
 	}
-	b.cache.roles.Store(name, role)
+	b.cache.roles.set(name, role)
 	b.reschedule(ctx, req.Storage, name)
 	return nil, nil
-}
-
-// keepsRefreshToken reports whether a refresh token obtained for the old role still serves the
-// new one: same grant, and no newly imported credential that should take its place.
-func keepsRefreshToken(old, role *roleEntry, d *framework.FieldData) bool {
-	for _, f := range []string{"refresh_token", "username", "password", "client_id"} {
-		if _, ok := d.GetOk(f); ok {
-			return false
-		}
-	}
-	return old.GrantType == role.GrantType
 }
 
 // update applies the fields present in the request.
@@ -257,6 +260,9 @@ func (r *roleEntry) update(d *framework.FieldData) error {
 	}
 	if v, ok := d.GetOk("token_params"); ok {
 		r.TokenParams = v.(map[string]string)
+	}
+	if v, ok := d.GetOk("secret_token_params"); ok {
+		r.SecretTokenParams = v.(map[string]string)
 	}
 	setString(d, "username", &r.Username)
 	setString(d, "password", &r.Password)
@@ -278,6 +284,11 @@ func (r *roleEntry) update(d *framework.FieldData) error {
 	setDuration(d, "default_ttl", &r.DefaultTTL)
 	setDuration(d, "max_ttl", &r.MaxTTL)
 	r.refreshPolicy.update(d)
+	for _, f := range []string{"refresh_buffer", "refresh_fraction"} {
+		if _, ok := d.GetOk(f); ok && !slices.Contains(r.RefreshOverrides, f) {
+			r.RefreshOverrides = append(r.RefreshOverrides, f)
+		}
+	}
 	return nil
 }
 
@@ -334,8 +345,16 @@ func (r *roleEntry) validate(cfg *configEntry) error {
 			return err
 		}
 	}
-	if err := validateTokenParams(r.TokenParams); err != nil {
+	if err := validateTokenParams("token_params", r.TokenParams); err != nil {
 		return err
+	}
+	if err := validateTokenParams("secret_token_params", r.SecretTokenParams); err != nil {
+		return err
+	}
+	for k := range r.SecretTokenParams {
+		if _, ok := r.TokenParams[k]; ok {
+			return fieldErrorf("secret_token_params", "%q is also in token_params; give each parameter once", clipInput(k))
+		}
 	}
 	for field, v := range map[string]time.Duration{"default_ttl": r.DefaultTTL, "max_ttl": r.MaxTTL} {
 		if err := validateDuration(field, v, maxDuration); err != nil {
@@ -450,29 +469,36 @@ func validateResource(res string) error {
 	return nil
 }
 
-func validateTokenParams(params map[string]string) error {
+func validateTokenParams(field string, params map[string]string) error {
 	for k, v := range params {
 		if k == "" {
-			return fieldErrorf("token_params", "a parameter has an empty name")
+			return fieldErrorf(field, "a parameter has an empty name")
 		}
-		for _, r := range reservedTokenParams {
-			if k == r {
-				return fieldErrorf("token_params", "%q is set by the plugin and cannot be overridden; reserved: %s", k, strings.Join(reservedTokenParams, ", "))
-			}
+		if slices.Contains(reservedTokenParams, k) {
+			return fieldErrorf(field, "%q is set by the plugin and cannot be overridden; reserved: %s", clipInput(k), strings.Join(reservedTokenParams, ", "))
 		}
 		if len(k)+len(v) > maxFieldBytes {
-			return fieldErrorf("token_params", "parameter %q is longer than %d bytes", clipInput(k), maxFieldBytes)
+			return fieldErrorf(field, "parameter %q is longer than %d bytes", clipInput(k), maxFieldBytes)
 		}
 	}
 	return nil
 }
 
-// grantFingerprint changes whenever the role would ask the provider for a different token.
-func (r *roleEntry) grantFingerprint() [32]byte {
-	grant := *r
-	grant.DefaultTTL, grant.MaxTTL, grant.refreshPolicy = 0, 0, refreshPolicy{}
-	buf, _ := json.Marshal(grant)
-	return sha256.Sum256(buf)
+// sortedKeys lists a map's keys in order (nil for none).
+func sortedKeys(m map[string]string) []string {
+	if len(m) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(m))
+}
+
+// randomID is 128 random bits, hex-encoded.
+func randomID() (string, error) {
+	var buf [16]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(buf[:]), nil
 }
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -483,14 +509,13 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	lock := b.roleLock(name)
 	lock.Lock()
 	defer lock.Unlock()
-	for _, key := range []string{tokenPrefix + name, rolePrefix + name} {
-		if err := req.Storage.Delete(ctx, key); err != nil {
-			return nil, fmt.Errorf("deleting %s: %w", key, err)
-		}
+	if err := b.clearToken(ctx, req.Storage, name); err != nil {
+		return nil, err
 	}
-	b.cache.roles.Delete(name)
-	b.cache.tokens.Delete(name)
-	b.unsaved.Delete(name)
+	if err := req.Storage.Delete(ctx, rolePrefix+name); err != nil {
+		return nil, fmt.Errorf("deleting %s%s: %w", rolePrefix, name, err)
+	}
+	b.cache.roles.drop(name)
 	b.forget(name)
 	return nil, nil
 }
@@ -507,10 +532,12 @@ A role describes the token request performed when "creds/<name>" is read: the gr
 (client_id, client_secret, auth_method and client_key override the config's defaults), the scopes,
 audience, resource and any extra token_params, and the grant's own inputs.
 
-Secrets (client_secret, client_key, password, refresh_token, assertion_key) are write-only: a read
-shows whether each is set, never its value. Changing anything that affects the token request
-replaces the cached token at the next read. For the refresh_token grant, the refresh token the
-provider rotates to is kept with the cached token; writing refresh_token imports a new one.
+Secrets (client_secret, client_key, password, refresh_token, assertion_key, secret_token_params)
+are write-only: a read shows whether each is set, never its value. Changing anything that affects
+the token request (not the value of a secret) replaces the cached token at the next read; writing
+a field with the value it already has changes nothing. For the refresh_token grant, the refresh
+token the provider rotates to is kept with the cached token; writing a different refresh_token
+imports a new one.
 
 default_ttl is the lifetime assumed when the provider sends no expires_in; max_ttl caps the lease.
 refresh_buffer and refresh_fraction (defaults from config) decide how early tokens are replaced.

@@ -25,7 +25,8 @@ func pathRotate(b *backend) *framework.Path {
 			OperationSuffix: "role-token",
 		},
 		Fields: map[string]*framework.FieldSchema{
-			"name": {Type: framework.TypeString, Required: true, Description: "Name of the role."},
+			"name":            {Type: framework.TypeString, Required: true, Description: "Name of the role."},
+			"revoke_previous": {Type: framework.TypeBool, Description: "Revoke the replaced access token at the provider (RFC 7009). Default: true for roles without a refresh token; false for roles that hold one, because a provider may revoke the whole grant, refresh token included, with its access token."},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: &framework.PathOperation{
@@ -51,22 +52,29 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 
-	out := b.obtainToken(ctx, req.Storage, name, forceGrant)
+	out := b.obtainToken(ctx, req.Storage, name, forceGrant, byRotate)
 	if out.err == nil && old != nil && out.token.AccessToken == old.AccessToken {
 		// We joined a grant already under way that decided the old token was good enough.
-		out = b.obtainToken(ctx, req.Storage, name, forceGrant)
+		out = b.obtainToken(ctx, req.Storage, name, forceGrant, byRotate)
 	}
 	if out.err != nil {
 		if out.token != nil {
-			out.err = fmt.Errorf("%w; the previous token, valid until %s, is still served", out.err, out.token.ExpiresAt.UTC().Format(time.RFC3339))
+			out.err = fmt.Errorf("%w; the previous token, valid until %s, is still served", out.err, rfc3339(out.token.ExpiresAt))
 		}
 		return grantErrorResponse(out.err)
 	}
 
 	resp := &logical.Response{Data: b.refreshStatus(name, role, out.token, cfg)}
-	revoked, err := b.revokeOld(ctx, cfg, role, old)
-	if err != nil {
-		resp.AddWarning(fmt.Sprintf("the new token is stored, but revoking the previous one at the provider failed: %v", err))
+	revoke, asked := d.GetOk("revoke_previous")
+	revoked := false
+	switch {
+	case asked && revoke.(bool), !asked && out.token.RefreshToken == "":
+		if revoked, err = b.revokeOld(ctx, cfg, role, old); err != nil {
+			resp.AddWarning(fmt.Sprintf("the new token is stored, but revoking the previous one at the provider failed: %v", err))
+		}
+	case !asked && old.remaining(b.now()) > 0 && cfg.revocationEndpoint() != "":
+		resp.AddWarning("the previous access token was not revoked: the role lives on a refresh token, and a provider may revoke it with the access token (RFC 7009 §2.1); " +
+			"write revoke_previous=true to revoke it anyway")
 	}
 	resp.Data["previous_token_revoked"] = revoked
 	return resp, nil
@@ -106,6 +114,9 @@ it when a token is known to be compromised or was revoked at the provider. Reade
 
 When the provider has a revocation endpoint (revocation_url, or discovered from the issuer), the
 old access token is revoked there (RFC 7009) after the new one is stored; a failed revocation is
-reported as a warning. If the grant fails, the old token is kept and still served until it
-expires, and the error is reported.
+reported as a warning. Roles that hold a refresh token (refresh_token, and password when the
+provider issues one) do not revoke by default: RFC 7009 lets a provider revoke the whole grant,
+the new refresh token included, along with an access token. revoke_previous=true revokes anyway;
+revoke_previous=false never revokes. If the grant fails, the old token is kept and still served
+until it expires, and the error is reported.
 `

@@ -56,7 +56,7 @@ func TestStatusReportsTokenAndSchedule(t *testing.T) {
 		t.Fatalf("next_refresh leaves %s, not more than the 30m threshold", left)
 	}
 	for _, v := range status {
-		if s, ok := v.(string); ok && s != "" && strings.Contains(tok.AccessToken, s) {
+		if s, ok := v.(string); ok && s != "" && strings.Contains(s, tok.AccessToken) {
 			t.Fatal("status shows the access token")
 		}
 	}

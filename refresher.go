@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,6 +37,31 @@ const (
 	// maxRetryAfter bounds how long one Retry-After answer can hold a role back.
 	maxRetryAfter = time.Hour
 )
+
+// minRefreshLeft is the least time a served token has left, whatever the refresh settings: a
+// token handed out with less would expire on its way to the API.
+const minRefreshLeft = 5 * time.Second
+
+// refreshThreshold is the time left below which a token is replaced:
+// max(buffer, fraction × lifetime, minRefreshLeft), capped at 90% of the lifetime so that even a
+// token shorter than the buffer is used for a while before it is replaced.
+func refreshThreshold(p refreshPolicy, lifetime time.Duration) time.Duration {
+	th := max(p.RefreshBuffer, time.Duration(p.RefreshFraction*float64(lifetime)), minRefreshLeft)
+	return min(th, lifetime*9/10)
+}
+
+// effectivePolicy takes each refresh setting from the role where it sets one, else from the
+// config (cfg may be nil).
+func effectivePolicy(role *roleEntry, cfg *configEntry) refreshPolicy {
+	p, defaults := role.refreshPolicy, configPolicy(cfg)
+	if p.RefreshBuffer == 0 && !slices.Contains(role.RefreshOverrides, "refresh_buffer") {
+		p.RefreshBuffer = defaults.RefreshBuffer
+	}
+	if p.RefreshFraction == 0 && !slices.Contains(role.RefreshOverrides, "refresh_fraction") {
+		p.RefreshFraction = defaults.RefreshFraction
+	}
+	return p
+}
 
 // refreshPlan is when the refresher next acts on a role. It depends only on stored state, so a
 // queue rebuilt after a restart is the queue that was lost.
@@ -179,8 +205,11 @@ type refresher struct {
 	// queue is nil until it is built from storage: on initialize, or at the first tick on a node
 	// that may write.
 	queue *refreshQueue
-	// policy is the config's refresh policy the queue was built with; a new one rebuilds it.
-	policy refreshPolicy
+	// builtFor is the config the queue was planned with; another one rebuilds it.
+	builtFor *configEntry
+	// rescheduled collects, while a build runs, the roles rescheduled meanwhile, which the new
+	// queue must plan again.
+	rescheduled map[string]bool
 	// ticking lets one tick run at a time.
 	ticking sync.Mutex
 	// stop ends ticks when the backend is cleaned up.
@@ -199,6 +228,15 @@ func (r *refresher) current() *refreshQueue {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.queue
+}
+
+// noteRescheduled records that name's plan changed, for a build under way to plan it again.
+func (r *refresher) noteRescheduled(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.rescheduled != nil {
+		r.rescheduled[name] = true
+	}
 }
 
 // defaultPolicy applies while no config exists.
@@ -223,40 +261,69 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 	return b.buildQueue(ctx, req.Storage, cfg)
 }
 
-// clean stops the refresher: a running tick stops starting refreshes and later ticks do nothing.
+// clean stops the refresher and waits for grants under way: after a plugin reload, a grant of
+// the old instance must not race the new one with the same refresh token.
 func (b *backend) clean(context.Context) {
 	b.refresher.cancel()
+	b.grantsOpen.close()
 }
 
-// buildQueue schedules every role from what storage holds and replaces the queue with the result.
+// buildQueue schedules every role from what storage holds and replaces the queue with the result;
+// roles rescheduled while it ran are planned again in the new queue.
 func (b *backend) buildQueue(ctx context.Context, s logical.Storage, cfg *configEntry) error {
+	b.refresher.mu.Lock()
+	b.refresher.rescheduled = map[string]bool{}
+	b.refresher.mu.Unlock()
+	q, err := b.planAll(ctx, s, cfg)
+
+	b.refresher.mu.Lock()
+	again := b.refresher.rescheduled
+	b.refresher.rescheduled = nil
+	if err == nil {
+		b.refresher.queue, b.refresher.builtFor = q, cfg
+	}
+	b.refresher.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for name := range again {
+		b.reschedule(ctx, s, name)
+	}
+	return nil
+}
+
+// planAll plans every stored role into a new queue.
+func (b *backend) planAll(ctx context.Context, s logical.Storage, cfg *configEntry) (*refreshQueue, error) {
 	names, err := s.List(ctx, rolePrefix)
 	if err != nil {
-		return fmt.Errorf("listing roles: %w", err)
+		return nil, fmt.Errorf("listing roles: %w", err)
 	}
 	q := newRefreshQueue()
 	for _, name := range names {
 		role, err := b.role(ctx, s, name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if role == nil {
 			continue
 		}
 		tok, err := b.currentToken(ctx, s, name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		q.set(name, b.plan(name, role, tok, cfg).priority())
 	}
-	b.refresher.mu.Lock()
-	b.refresher.queue, b.refresher.policy = q, configPolicy(cfg)
-	b.refresher.mu.Unlock()
-	return nil
+	return q, nil
 }
 
-// plan is planRefresh for a role as it is now: a token storage refused is stored at the next tick.
+// plan is planRefresh for a role as it is now: a token obtained for another binding (the role or
+// config changed) is replaced at the next tick, and so is a token storage refused.
 func (b *backend) plan(name string, role *roleEntry, tok *tokenEntry, cfg *configEntry) refreshPlan {
+	if tok != nil && tok.Binding != "" && tok.Binding != b.cache.binding(name, role, cfg).access {
+		stale := *tok
+		stale.AccessToken = ""
+		tok = &stale
+	}
 	plan := planRefresh(name, tok, effectivePolicy(role, cfg))
 	if _, pending := b.unsaved.Load(name); pending {
 		plan.at, plan.onRead = time.Time{}, false
@@ -267,6 +334,7 @@ func (b *backend) plan(name string, role *roleEntry, tok *tokenEntry, cfg *confi
 // reschedule brings the role's queue entry in step with its stored role and token. It takes no
 // role lock, so that writers holding one can call it.
 func (b *backend) reschedule(ctx context.Context, s logical.Storage, name string) {
+	b.refresher.noteRescheduled(name)
 	q := b.refresher.current()
 	if q == nil {
 		return
@@ -286,6 +354,7 @@ func (b *backend) reschedule(ctx context.Context, s logical.Storage, name string
 
 // forget drops a deleted role from the queue.
 func (b *backend) forget(name string) {
+	b.refresher.noteRescheduled(name)
 	if q := b.refresher.current(); q != nil {
 		q.remove(name)
 	}
@@ -293,21 +362,20 @@ func (b *backend) forget(name string) {
 
 // recheck makes the next tick look at the role again, for changes made by another node.
 func (b *backend) recheck(name string) {
+	b.refresher.noteRescheduled(name)
 	if q := b.refresher.current(); q != nil {
 		q.set(name, b.now().UnixMilli())
 	}
 }
 
-// peekRole reads a role, its newest token and the config without taking the role lock.
+// peekRole reads a role, its newest token and the config.
 func (b *backend) peekRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, *tokenEntry, *configEntry, error) {
-	role, err := peekCached[roleEntry](ctx, &b.cache.roles, s, rolePrefix, name)
+	role, err := b.role(ctx, s, name)
 	if err != nil || role == nil {
 		return nil, nil, nil, err
 	}
-	var tok *tokenEntry
-	if v, ok := b.unsaved.Load(name); ok {
-		tok = v.(*tokenEntry)
-	} else if tok, err = peekCached[tokenEntry](ctx, &b.cache.tokens, s, tokenPrefix, name); err != nil {
+	tok, err := b.currentToken(ctx, s, name)
+	if err != nil {
 		return nil, nil, nil, err
 	}
 	cfg, err := b.config(ctx, s)
@@ -351,10 +419,11 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 	return nil
 }
 
-// ensureQueue builds the queue if there is none, or rebuilds it for a new config refresh policy.
+// ensureQueue builds the queue if there is none, or rebuilds it for a new config: its refresh
+// policy and its client and endpoint (which decide which tokens may still be served) plan roles.
 func (b *backend) ensureQueue(ctx context.Context, s logical.Storage, cfg *configEntry) error {
 	b.refresher.mu.Lock()
-	fresh := b.refresher.queue != nil && b.refresher.policy == configPolicy(cfg)
+	fresh := b.refresher.queue != nil && b.refresher.builtFor == cfg
 	b.refresher.mu.Unlock()
 	if fresh {
 		return nil
@@ -409,5 +478,5 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 		return
 	}
 	// Failures are recorded (and logged) by the grant; the deferred reschedule backs off.
-	b.obtainToken(ctx, s, name, plan.lead+refreshHorizon+queueResolution)
+	b.obtainToken(ctx, s, name, plan.lead+refreshHorizon+queueResolution, byRefresher)
 }

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -90,22 +91,25 @@ func TestRoleEditWhileTokenUnstoredKeepsRotatedRefreshToken(t *testing.T) {
 	}
 	s.setFailPut(nil)
 
-	// A change of scope drops the access token but keeps the refresh token: the one the
-	// provider rotated to, which exists only in memory.
+	// A change of scope retires the access token but keeps the refresh token: the one the
+	// provider rotated to, which exists only in memory until the next read stores and uses it.
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"scopes": "read,write"}))
-	if rt := storedToken(t, s, "app").RefreshToken; !p.RefreshTokenValid(rt) {
-		t.Fatal("the role edit stored a refresh token the provider no longer accepts; the rotated one is lost")
-	}
 	b.now = time.Now
-	readCreds(t, b, s, "app", nil)
+	resp := readCreds(t, b, s, "app", nil)
+	if issued, active := p.Introspect(resp.Data["access_token"].(string)); !active || fmt.Sprint(issued.Params["scope"]) != "[read write]" {
+		t.Fatalf("the edited role should get a token for its new scopes with the rotated refresh token: %+v", issued)
+	}
+	if rt := storedToken(t, s, "app").RefreshToken; !p.RefreshTokenValid(rt) {
+		t.Fatal("the stored refresh token is not accepted by the provider; the rotated one was lost")
+	}
 }
 
 func TestFailedReadsChangeNothing(t *testing.T) {
 	for _, key := range []string{rolePrefix + "app", tokenPrefix + "app"} {
 		t.Run(key, func(t *testing.T) {
 			p, b, s := rotatingRole(t)
-			b.cache.roles.Clear()
-			b.cache.tokens.Clear()
+			b.cache.roles.drop("app")
+			b.cache.tokens.drop("app")
 			before, requests := s.snapshot(t), p.Requests()
 			s.setFailGet(func(k string) bool { return k == key })
 

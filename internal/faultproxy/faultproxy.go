@@ -2,7 +2,8 @@
 // and, per scenario chosen at run time, answers token requests the way misbehaving providers do:
 // 5xx pages, rate limits with Retry-After, silence, refused connections, an untrusted
 // certificate, bodies that are not token responses, huge or trickling bodies, rejected grants,
-// and the response quirks real providers have. With scenario None it forwards unchanged.
+// and the response quirks real providers have. With scenario None it forwards unchanged. The
+// control scenario Hold keeps token requests in flight until the test releases them.
 //
 // Unit tests use it in process (Start); the end-to-end suite can do the same, or run
 // cmd/faultproxy and switch scenarios over its control API (ControlHandler).
@@ -62,6 +63,22 @@ const (
 	LowercaseTokenType Scenario = "lowercase_token_type" // token_type in lower case
 )
 
+// Hold is a control scenario, not a fault: the proxy reads each token request in full and holds
+// it, unanswered and not forwarded, until the scenario is switched away from Hold. Held requests
+// are then handled by the scenario switched to, exactly as if they had just arrived: None
+// forwards them upstream unchanged and relays the answer, HTML503 answers them with a 503, Hang
+// keeps them hanging, and so on (their connection is already open, so Refuse hangs them like
+// Hang and UntrustedTLS forwards them like None). Stats.Held counts the requests held right now,
+// so a test can wait until a grant is in flight at the proxy, change something, and then release
+// it. A held request ends early only when its client gives up (timeout) or the proxy is closed.
+//
+// Hold is not in Scenarios, which lists the faults and quirks a provider can show (the fault
+// matrices cover each of those); SetScenario and the control API accept it all the same.
+const Hold Scenario = "hold"
+
+// Controls lists the control scenarios, which steer when requests are answered rather than how.
+var Controls = []Scenario{Hold}
+
 // Scenarios lists every scenario, in the order of the issue's fault list.
 var Scenarios = []Scenario{
 	None, HTML500, HTML502, HTML503, RetryAfterSeconds, RetryAfterDate, Hang, Refuse, UntrustedTLS,
@@ -119,9 +136,14 @@ type Proxy struct {
 	done     chan struct{} // closed by Close: ends hanging and trickling answers
 	handlers sync.WaitGroup
 
+	// release is closed when the scenario switches away from Hold; non-nil while Hold is on.
+	release chan struct{}
+
 	requests  atomic.Int64
 	forwarded atomic.Int64
 	bodyBytes atomic.Int64
+	held      atomic.Int64
+	heldTotal atomic.Int64
 }
 
 // Stats count what the proxy saw.
@@ -134,6 +156,10 @@ type Stats struct {
 	// LastBodyBytes is how much of the last injected body the client accepted before it
 	// stopped reading (HugeBody, Trickle).
 	LastBodyBytes int64 `json:"last_body_bytes"`
+	// Held is the requests the Hold scenario holds right now.
+	Held int64 `json:"held"`
+	// HeldTotal is every request Hold has held, released or not.
+	HeldTotal int64 `json:"held_total"`
 }
 
 // Start listens on loopback and proxies to upstream (scheme and host, optionally a path prefix).
@@ -282,14 +308,24 @@ func (p *Proxy) SetScenario(s Scenario) error {
 			return fmt.Errorf("listening again on %s: %w", p.addr, err)
 		}
 	}
+	switch {
+	case s == Hold && p.scenario != Hold:
+		p.release = make(chan struct{})
+	case s != Hold && p.scenario == Hold:
+		// Held requests go on under s: set it before they look.
+		close(p.release)
+		p.release = nil
+	}
 	p.scenario = s
 	return nil
 }
 
 func known(s Scenario) bool {
-	for _, k := range Scenarios {
-		if k == s {
-			return true
+	for _, list := range [][]Scenario{Scenarios, Controls} {
+		for _, k := range list {
+			if k == s {
+				return true
+			}
 		}
 	}
 	return false
@@ -302,6 +338,8 @@ func (p *Proxy) Stats() Stats {
 		Requests:      p.requests.Load(),
 		Forwarded:     p.forwarded.Load(),
 		LastBodyBytes: p.bodyBytes.Load(),
+		Held:          p.held.Load(),
+		HeldTotal:     p.heldTotal.Load(),
 	}
 }
 
@@ -333,10 +371,17 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.handlers.Add(1)
-	s := p.scenario
+	s, release := p.scenario, p.release
 	p.mu.Unlock()
 	defer p.handlers.Done()
 	p.requests.Add(1)
+
+	if s == Hold {
+		if s = p.hold(r, release); s == "" {
+			// The client gave up or the proxy closed: drop the connection.
+			panic(http.ErrAbortHandler)
+		}
+	}
 
 	if s == None || s == UntrustedTLS || s.Quirk() {
 		// UntrustedTLS acts at the handshake; a client that trusts the certificate anyway is
@@ -348,6 +393,40 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 	p.inject(s, w, r)
 }
+
+// hold reads the request's body and waits until the scenario switches away from Hold, and
+// returns the scenario switched to; "" when the client went away or the proxy closed first.
+// The body is put back for whatever handles the request next.
+func (p *Proxy) hold(r *http.Request, release chan struct{}) Scenario {
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxHeldBody))
+	if err != nil {
+		return ""
+	}
+	r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), r.Body))
+	p.held.Add(1)
+	p.heldTotal.Add(1)
+	defer p.held.Add(-1)
+	for {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return ""
+		case <-p.done:
+			return ""
+		}
+		p.mu.Lock()
+		s, next := p.scenario, p.release
+		p.mu.Unlock()
+		if s != Hold {
+			return s
+		}
+		// Switched away and back to Hold before this request looked: keep holding it.
+		release = next
+	}
+}
+
+// maxHeldBody is how much of a request Hold reads before holding it; the rest stays unread.
+const maxHeldBody = 1 << 20
 
 func (p *Proxy) inject(s Scenario, w http.ResponseWriter, r *http.Request) {
 	switch s {

@@ -1,6 +1,7 @@
 package faultproxy
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -204,5 +205,210 @@ func TestUpstreamPathPrefixIsKept(t *testing.T) {
 	resp.Body.Close()
 	if got := <-paths; got != "/tenant/oidc/token" {
 		t.Fatalf("forwarded to %q", got)
+	}
+}
+
+// recordingUpstream answers like upstream and hands each request body it got to bodies.
+func recordingUpstream(t *testing.T) (*httptest.Server, chan string) {
+	bodies := make(chan string, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"access_token":"at-1","token_type":"Bearer","expires_in":3600}`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, bodies
+}
+
+type answer struct {
+	code int
+	body string
+	err  error
+}
+
+// postAsync sends a token request with form in the background.
+func postAsync(c *http.Client, p *Proxy, form url.Values) chan answer {
+	out := make(chan answer, 1)
+	go func() {
+		resp, err := c.PostForm(p.URL()+"/token", form)
+		if err != nil {
+			out <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		out <- answer{code: resp.StatusCode, body: string(b)}
+	}()
+	return out
+}
+
+// waitHeld polls the proxy until it holds n requests.
+func waitHeld(t *testing.T, p *Proxy, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().Held != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy holds %d requests, want %d", p.Stats().Held, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestHoldKeepsRequestsUntilSwitchedAwayThenForwardsThemUnchanged(t *testing.T) {
+	up, bodies := recordingUpstream(t)
+	p, err := Start(up.URL, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	c := &http.Client{Timeout: 10 * time.Second}
+
+	if err := p.SetScenario(Hold); err != nil {
+		t.Fatal(err)
+	}
+	forms := []url.Values{
+		{"grant_type": {"refresh_token"}, "refresh_token": {"rt-a"}},
+		{"grant_type": {"client_credentials"}, "scope": {"read write"}},
+	}
+	answers := []chan answer{postAsync(c, p, forms[0]), postAsync(c, p, forms[1])}
+	waitHeld(t, p, 2)
+	// Switching to Hold again is no switch away: nothing is released.
+	if err := p.SetScenario(Hold); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range answers {
+		select {
+		case got := <-a:
+			t.Fatalf("request %d was answered while held: %+v", i, got)
+		default:
+		}
+	}
+	if st := p.Stats(); st.Forwarded != 0 || len(bodies) != 0 || st.Requests != 2 || st.Scenario != Hold {
+		t.Fatalf("while holding: stats %+v, upstream got %d requests", st, len(bodies))
+	}
+
+	if err := p.SetScenario(None); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range answers {
+		got := <-a
+		if got.err != nil || got.code != http.StatusOK || !strings.Contains(got.body, `"access_token":"at-1"`) {
+			t.Errorf("released request %d: %+v", i, got)
+		}
+	}
+	want := map[string]bool{forms[0].Encode(): true, forms[1].Encode(): true}
+	for range forms {
+		b := <-bodies
+		if !want[b] {
+			t.Errorf("the upstream got body %q, want one of the bodies sent", b)
+		}
+		delete(want, b)
+	}
+	if st := p.Stats(); st.Held != 0 || st.HeldTotal != 2 || st.Forwarded != 2 || st.Requests != 2 {
+		t.Errorf("after the release: stats %+v", st)
+	}
+}
+
+func TestHeldRequestsAreHandledByTheScenarioSwitchedTo(t *testing.T) {
+	up, bodies := recordingUpstream(t)
+	p, err := Start(up.URL, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	c := &http.Client{Timeout: 10 * time.Second}
+
+	if err := p.SetScenario(Hold); err != nil {
+		t.Fatal(err)
+	}
+	a := postAsync(c, p, url.Values{"grant_type": {"client_credentials"}})
+	waitHeld(t, p, 1)
+	if err := p.SetScenario(HTML503); err != nil {
+		t.Fatal(err)
+	}
+	got := <-a
+	if got.err != nil || got.code != http.StatusServiceUnavailable || !strings.Contains(got.body, "upstream says no") {
+		t.Fatalf("a request held and then switched to html_503: %+v", got)
+	}
+	if len(bodies) != 0 || p.Stats().Forwarded != 0 {
+		t.Fatal("a request released into a fault scenario reached the upstream")
+	}
+}
+
+func TestHeldRequestEndsWhenItsClientGivesUpOrTheProxyCloses(t *testing.T) {
+	p, _ := start(t, Options{})
+	if err := p.SetScenario(Hold); err != nil {
+		t.Fatal(err)
+	}
+	ctx, giveUp := context.WithCancel(context.Background())
+	gaveUp := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, p.URL()+"/token", strings.NewReader("grant_type=client_credentials"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		gaveUp <- err
+	}()
+	waitHeld(t, p, 1)
+	giveUp()
+	if err := <-gaveUp; err == nil {
+		t.Fatal("a held request was answered")
+	}
+	waitHeld(t, p, 0)
+
+	a := postAsync(&http.Client{Timeout: 10 * time.Second}, p, nil)
+	waitHeld(t, p, 1)
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-a; got.err == nil {
+		t.Fatalf("a held request must end in an error when the proxy closes, got %+v", got)
+	}
+	if st := p.Stats(); st.Held != 0 || st.HeldTotal != 2 || st.Forwarded != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestControlAPIAcceptsHoldAndReportsHeld(t *testing.T) {
+	p, c := start(t, Options{})
+	ctl := httptest.NewServer(p.ControlHandler())
+	defer ctl.Close()
+	req, _ := http.NewRequest(http.MethodPut, ctl.URL+"/_fault?scenario=hold", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PUT hold: %d", resp.StatusCode)
+	}
+	a := postAsync(c, p, nil)
+	waitHeld(t, p, 1)
+	resp, err = http.Get(ctl.URL + "/_fault")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var state struct {
+		Stats    Stats      `json:"stats"`
+		Controls []Scenario `json:"controls"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&state)
+	resp.Body.Close()
+	if err != nil || state.Stats.Scenario != Hold || state.Stats.Held != 1 || len(state.Controls) != 1 || state.Controls[0] != Hold {
+		t.Fatalf("GET /_fault while holding: %+v %v", state, err)
+	}
+	for _, s := range Scenarios {
+		if s == Hold {
+			t.Fatal("Hold must stay out of Scenarios, which the fault matrices cover one by one")
+		}
+	}
+	if err := p.SetScenario(None); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-a; got.err != nil || got.code != http.StatusOK {
+		t.Fatalf("released: %+v", got)
 	}
 }

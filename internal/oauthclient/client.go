@@ -8,8 +8,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,30 +124,57 @@ func (c *Client) Exchange(ctx context.Context, req TokenRequest) (*Token, error)
 		conf.ClientID = ""
 		params.Set("client_id", req.Auth.ClientID)
 	}
-	start := c.now()
 	tok, err := conf.Token(context.WithValue(ctx, oauth2.HTTPClient, c.http))
 	if err != nil {
 		return nil, toError(err, req.TokenURL)
 	}
-	return fromOAuth2(tok, start), nil
+	return fromOAuth2(tok)
 }
 
-func fromOAuth2(tok *oauth2.Token, start time.Time) *Token {
-	out := &Token{
+func fromOAuth2(tok *oauth2.Token) (*Token, error) {
+	expiresIn, err := expiresIn(tok)
+	if err != nil {
+		return nil, &Error{Cause: "invalid token response: " + err.Error()}
+	}
+	return &Token{
 		AccessToken:  tok.AccessToken,
 		TokenType:    normalizeTokenType(tok.TokenType),
 		RefreshToken: tok.RefreshToken,
 		IDToken:      extraString(tok, "id_token"),
 		Scope:        extraString(tok, "scope"),
-	}
-	if !tok.Expiry.IsZero() {
-		// x/oauth2 sets Expiry from expires_in when the response arrives; measure from before
-		// the request so the lifetime never comes out longer than the provider meant.
-		if left := tok.Expiry.Sub(start).Truncate(time.Second); left > 0 {
-			out.ExpiresIn = left
+		ExpiresIn:    expiresIn,
+	}, nil
+}
+
+// expiresIn is the lifetime the provider sent, counted by the caller from when it sent the
+// request (x/oauth2's Expiry counts from the answer's arrival, which a slow answer inflates).
+// Zero means none was sent; one that is not a positive number makes the response unusable.
+func expiresIn(tok *oauth2.Token) (time.Duration, error) {
+	var secs float64
+	switch v := tok.Extra("expires_in").(type) {
+	case nil:
+		return 0, nil
+	case float64:
+		secs = v
+	case int64:
+		secs = float64(v)
+	case string:
+		if strings.TrimSpace(v) == "" {
+			return 0, nil
 		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return 0, fmt.Errorf("expires_in %q is not a number", clip(v, 32))
+		}
+		secs = f
+	default:
+		return 0, errors.New("expires_in is not a number")
 	}
-	return out
+	if secs < 1 {
+		return 0, fmt.Errorf("expires_in is %v: a token must live at least a second", secs)
+	}
+	// x/oauth2 caps expires_in at 2^31-1 seconds too.
+	return time.Duration(min(secs, math.MaxInt32)) * time.Second, nil
 }
 
 // normalizeTokenType maps "bearer" (as some providers send it) and a missing type to "Bearer"
