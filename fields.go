@@ -205,7 +205,7 @@ func clipInput(s string) string {
 // else into an internal error.
 func errorResponse(err error) (*logical.Response, error) {
 	var fe *fieldError
-	if errors.As(err, &fe) || errors.Is(err, errNoConfig) || errors.Is(err, errRoleChanged) {
+	if errors.As(err, &fe) || errors.Is(err, errNoConfig) || errors.Is(err, errRoleChanged) || errors.Is(err, errStrandedRefreshToken) {
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	return nil, err

@@ -21,6 +21,10 @@ type faultyStorage struct {
 	mu         sync.Mutex
 	failPut    func(key string) bool
 	failGet    func(key string) bool
+	// onGet and onList, when set, run as the operation reaches storage (Get) or after storage
+	// answered (List), to interleave another writer at that moment.
+	onGet  func(key string)
+	onList func()
 }
 
 var errInjected = errors.New("injected storage failure")
@@ -36,7 +40,18 @@ func (s *faultyStorage) Get(ctx context.Context, key string) (*logical.StorageEn
 	if fail {
 		return nil, errInjected
 	}
+	if s.onGet != nil {
+		s.onGet(key)
+	}
 	return s.Storage.Get(ctx, key)
+}
+
+func (s *faultyStorage) List(ctx context.Context, prefix string) ([]string, error) {
+	keys, err := s.Storage.List(ctx, prefix)
+	if s.onList != nil {
+		s.onList()
+	}
+	return keys, err
 }
 
 func (s *faultyStorage) Put(ctx context.Context, e *logical.StorageEntry) error {

@@ -56,6 +56,9 @@ type Provider struct {
 	Hold chan struct{}
 	// Intercept, when set, may answer a token request itself (returning true) to inject faults.
 	Intercept func(w http.ResponseWriter, r *http.Request) bool
+	// RevokeGrantWithAccessToken makes revoking an access token revoke the refresh tokens of its
+	// client and subject too, as RFC 7009 §2.1 allows.
+	RevokeGrantWithAccessToken bool
 
 	mu       sync.Mutex
 	clients  map[string]*Client
@@ -185,6 +188,13 @@ func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	if it, ok := p.issued[r.PostForm.Get("token")]; ok {
 		it.Revoked = true
+		if p.RevokeGrantWithAccessToken {
+			for rt, g := range p.refresh {
+				if g.clientID == it.ClientID && g.subject == it.Subject {
+					delete(p.refresh, rt)
+				}
+			}
+		}
 	}
 	delete(p.refresh, r.PostForm.Get("token"))
 	p.mu.Unlock()
