@@ -13,14 +13,6 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// Storage layout. All three hold secrets and are seal-wrapped.
-const (
-	configPath   = "config"
-	rolePrefix   = "roles/"
-	tokenPrefix  = "tokens/"
-	backendTitle = "OAuth 2.0 token broker"
-)
-
 // Version is reported to Vault as the plugin's running version; main sets it from a linker flag.
 var Version = "v0.0.0-dev"
 
@@ -91,85 +83,8 @@ func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 	return b.Backend.HandleRequest(ctx, req)
 }
 
-// invalidate drops what a replicated or standby write made stale.
-func (b *backend) invalidate(_ context.Context, key string) {
-	switch {
-	case key == configPath:
-		b.cache.config.drop("")
-	case strings.HasPrefix(key, rolePrefix):
-		b.cache.roles.drop(strings.TrimPrefix(key, rolePrefix))
-		b.recheck(strings.TrimPrefix(key, rolePrefix))
-	case strings.HasPrefix(key, tokenPrefix):
-		b.cache.tokens.drop(strings.TrimPrefix(key, tokenPrefix))
-		b.recheck(strings.TrimPrefix(key, tokenPrefix))
-	}
-}
-
-// roleTarget is what an operation on one role works with.
-type roleTarget struct {
-	name string
-	role *roleEntry
-	// cfg is nil while the mount has no config.
-	cfg *configEntry
-}
-
-// loadRoleTarget checks a per-role request (name, fields) and loads the role and the config,
-// which must exist when needConfig is set. Bad input, an unknown role and a missing config are
-// for errorResponse to report; anything else is storage failing.
-func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *framework.FieldData, needConfig bool) (*roleTarget, error) {
-	name := d.Get("name").(string)
-	if err := validateRoleName(name); err != nil {
-		return nil, err
-	}
-	if err := rejectUnknownFields(req, d); err != nil {
-		return nil, err
-	}
-	role, err := b.role(ctx, req.Storage, name)
-	if err != nil {
-		return nil, err
-	}
-	if role == nil {
-		return nil, unknownRoleError(name)
-	}
-	cfg, err := b.config(ctx, req.Storage)
-	if err != nil {
-		return nil, err
-	}
-	if cfg == nil && needConfig {
-		return nil, errNoConfig
-	}
-	return &roleTarget{name: name, role: role, cfg: cfg}, nil
-}
-
 func (b *backend) roleLock(name string) *locksutil.LockEntry {
 	return locksutil.LockForKey(b.roleLocks, name)
-}
-
-// gate counts the operations under way until it is closed, and admits none after.
-type gate struct {
-	mu     sync.RWMutex
-	closed bool
-	open   sync.WaitGroup
-}
-
-func (g *gate) enter() bool {
-	g.mu.RLock()
-	defer g.mu.RUnlock()
-	if g.closed {
-		return false
-	}
-	g.open.Add(1)
-	return true
-}
-
-func (g *gate) leave() { g.open.Done() }
-
-// close refuses new operations and waits for those under way.
-func (g *gate) close() {
-	g.mu.Lock()
-	g.closed = true
-	g.mu.Unlock()
-	g.open.Wait()
 }
 
 const backendHelp = `

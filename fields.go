@@ -2,8 +2,6 @@ package oauth
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net"
 	"net/url"
 	"regexp"
@@ -32,18 +30,6 @@ const namePattern = `(?P<name>[^/]+)`
 // roleNameRegex is what a role name may be: letters, digits, '-', '_', '.', starting and ending
 // with a letter or digit.
 var roleNameRegex = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$`)
-
-// fieldError is bad input: it becomes a 400 that names the field.
-type fieldError struct {
-	field string
-	msg   string
-}
-
-func (e *fieldError) Error() string { return e.field + ": " + e.msg }
-
-func fieldErrorf(field, format string, args ...any) error {
-	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
-}
 
 // secretFields are write-only and never echoed, not even in an error.
 var secretFields = []string{"client_secret", "client_key", "password", "refresh_token", "assertion_key"}
@@ -201,12 +187,46 @@ func clipInput(s string) string {
 	return s
 }
 
-// errorResponse turns bad input and errors the operator must act on into a 400, and anything
-// else into an internal error.
-func errorResponse(err error) (*logical.Response, error) {
-	var fe *fieldError
-	if errors.As(err, &fe) || errors.Is(err, errNoConfig) || errors.Is(err, errRoleChanged) || errors.Is(err, errStrandedRefreshToken) {
-		return logical.ErrorResponse(err.Error()), nil
+func setString(d *framework.FieldData, field string, dst *string) {
+	if v, ok := d.GetOk(field); ok {
+		*dst = v.(string)
 	}
-	return nil, err
+}
+
+func setDuration(d *framework.FieldData, field string, dst *time.Duration) {
+	if v, ok := d.GetOk(field); ok {
+		*dst = time.Duration(v.(int)) * time.Second
+	}
+}
+
+func firstNonEmpty(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// addClientFields adds the client identity and authentication fields shared by config and roles.
+func addClientFields(fields map[string]*framework.FieldSchema, scope string) {
+	fields["client_id"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": OAuth client ID."}
+	fields["client_secret"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": OAuth client secret. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}}
+	fields["auth_method"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": client authentication at the token endpoint: client_secret_basic, client_secret_post, client_secret_jwt, private_key_jwt or none. Chosen from the provider's metadata when unset."}
+	fields["client_key"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": PEM private key (RSA or EC) for private_key_jwt. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}}
+	fields["client_key_alg"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": JWS alg for private_key_jwt; defaults from the key (RS256, ES256)."}
+	fields["client_key_kid"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": JWS kid header for private_key_jwt."}
+}
+
+func addRefreshFields(fields map[string]*framework.FieldSchema) {
+	fields["refresh_buffer"] = &framework.FieldSchema{Type: framework.TypeDurationSecond, Description: "Refresh a token once it has less than this left (or less than refresh_fraction of its lifetime, whichever is more)."}
+	fields["refresh_fraction"] = &framework.FieldSchema{Type: framework.TypeFloat, Description: "Refresh a token once less than this fraction of its lifetime is left (0 to 0.9, default 0.5)."}
+}
+
+// rfc3339 formats t in UTC, or gives "" for the zero time.
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }

@@ -5,16 +5,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
-
 	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
 )
 
-// errNoConfig is returned when a role is used before the mount has a provider.
-var errNoConfig = errors.New("the provider is not configured: write oauth/config first")
+// Grant types a role can perform (short names; oauthclient.GrantTypeURI maps them to the wire).
+const (
+	grantClientCredentials = "client_credentials"
+	grantPassword          = "password"
+	grantRefreshToken      = "refresh_token"
+	grantJWTBearer         = "jwt_bearer"
+)
+
+var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer}
 
 // grantOutcome is what one shared grant produced for all the readers waiting on it.
 type grantOutcome struct {
@@ -42,7 +49,9 @@ const (
 // more than it has, instead of obtaining yet another.
 const forcedGrantInterval = 5 * time.Second
 
-var errClosing = errors.New("the plugin is shutting down or reloading; read again")
+// forceGrant as the minimum time left makes obtainToken perform the grant whatever the cached
+// token has left.
+const forceGrant = time.Duration(math.MaxInt64)
 
 // obtainToken returns a token with at least minLeft to live, performing the role's grant when
 // the current one falls short. Concurrent callers for one role share one grant.
@@ -222,11 +231,6 @@ func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *role
 	return client.Exchange(ctx, req)
 }
 
-// errStrandedRefreshToken: the role's refresh token belongs to the client or provider the config
-// named before. It is kept, never sent elsewhere.
-var errStrandedRefreshToken = errors.New("the role's refresh token was issued to another client ID or provider than the config now names, and is not sent there: " +
-	"restore the config's client_id / issuer / token_url, or import a refresh token for the new one with vault write <mount>/roles/<name> refresh_token=...")
-
 func isInvalidGrant(err error) bool {
 	var oe *oauthclient.Error
 	return errors.As(err, &oe) && oe.InvalidGrant()
@@ -293,8 +297,4 @@ func signAssertion(role *roleEntry, req oauthclient.TokenRequest, now time.Time)
 		Extra:    role.AssertionClaims,
 	}
 	return key.SignJWT(claims, now)
-}
-
-func unknownRoleError(name string) error {
-	return &fieldError{field: "name", msg: fmt.Sprintf("role %q does not exist", clipInput(name))}
 }

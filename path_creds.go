@@ -2,14 +2,11 @@ package oauth
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-
-	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
 )
 
 // secretAccessTokenType is the lease type of creds responses.
@@ -105,15 +102,6 @@ func (b *backend) credsResponse(name string, role *roleEntry, tok *tokenEntry) *
 	resp.Secret.MaxTTL = ttl
 	resp.Secret.Renewable = false
 	return resp
-}
-
-// grantErrorResponse reports a failed grant: bad configuration and provider rejections are the
-// operator's to fix (400); an unreachable or failing provider is a 502-like internal error.
-func grantErrorResponse(err error) (*logical.Response, error) {
-	if oe := (*oauthclient.Error)(nil); errors.As(err, &oe) && !oe.Temporary() {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	return errorResponse(err)
 }
 
 func secretAccessToken(b *backend) *framework.Secret {

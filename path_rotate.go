@@ -3,18 +3,11 @@ package oauth
 import (
 	"context"
 	"fmt"
-	"math"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-
 	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
 )
-
-// forceGrant as the minimum time left makes obtainToken perform the grant whatever the cached
-// token has left.
-const forceGrant = time.Duration(math.MaxInt64)
 
 func pathRotate(b *backend) *framework.Path {
 	return &framework.Path{

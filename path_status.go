@@ -2,7 +2,6 @@ package oauth
 
 import (
 	"context"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -64,14 +63,6 @@ func (b *backend) refreshStatus(name string, role *roleEntry, tok *tokenEntry, c
 		data["next_refresh"] = rfc3339(laterOf(plan.at, now))
 	}
 	return data
-}
-
-// rfc3339 formats t in UTC, or gives "" for the zero time.
-func rfc3339(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339)
 }
 
 const pathRoleStatusHelpSyn = `Read the refresh state of a role's token.`

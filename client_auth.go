@@ -1,0 +1,151 @@
+package oauth
+
+import (
+	"errors"
+	"slices"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
+)
+
+func (c clientCredentials) describe(data map[string]any) {
+	data["client_id"] = c.ClientID
+	data["client_secret_set"] = c.ClientSecret != ""
+	data["auth_method"] = c.AuthMethod
+	data["client_key_set"] = c.ClientKey != ""
+	data["client_key_alg"] = c.ClientKeyAlg
+	data["client_key_kid"] = c.ClientKeyKID
+}
+
+func (c *clientCredentials) update(d *framework.FieldData) {
+	setString(d, "client_id", &c.ClientID)
+	setString(d, "client_secret", &c.ClientSecret)
+	setString(d, "auth_method", &c.AuthMethod)
+	setString(d, "client_key", &c.ClientKey)
+	setString(d, "client_key_alg", &c.ClientKeyAlg)
+	setString(d, "client_key_kid", &c.ClientKeyKID)
+}
+
+func (c clientCredentials) validate() error {
+	for field, v := range map[string]string{"client_id": c.ClientID, "client_secret": c.ClientSecret, "client_key_alg": c.ClientKeyAlg, "client_key_kid": c.ClientKeyKID} {
+		if err := validateLength(field, v, maxFieldBytes); err != nil {
+			return err
+		}
+	}
+	if c.AuthMethod != "" {
+		if err := validateChoice("auth_method", c.AuthMethod, oauthclient.AuthMethods); err != nil {
+			return err
+		}
+	}
+	if c.ClientKey != "" || c.ClientKeyAlg != "" {
+		if _, err := c.signingKey(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// signingKey parses the private_key_jwt key; its errors name client_key or client_key_alg.
+func (c clientCredentials) signingKey() (*oauthclient.SigningKey, error) {
+	if c.ClientKey == "" {
+		return nil, fieldErrorf("client_key", "private_key_jwt needs a PEM private key")
+	}
+	if err := validateLength("client_key", c.ClientKey, maxPEMBytes); err != nil {
+		return nil, err
+	}
+	return parseKeyField("client_key", "client_key_alg", c.ClientKey, c.ClientKeyAlg, c.ClientKeyKID, true)
+}
+
+// parseKeyField parses a key, blaming field for an unreadable key and algField for an algorithm
+// that does not fit it.
+func parseKeyField(field, algField, keyText, alg, kid string, pemOnly bool) (*oauthclient.SigningKey, error) {
+	if pemOnly && !oauthclient.IsPEM(keyText) {
+		return nil, fieldErrorf(field, "must be a PEM private key (RSA or EC)")
+	}
+	key, err := oauthclient.ParseSigningKey(keyText, alg, kid)
+	if err == nil {
+		return key, nil
+	}
+	var keyErr *oauthclient.KeyError
+	if errors.As(err, &keyErr) {
+		return nil, fieldErrorf(field, "%s", keyErr.Msg)
+	}
+	return nil, fieldErrorf(algField, "%v", err)
+}
+
+// chooseAuthMethod picks the client authentication for a request: the explicit choice, else the
+// first method the provider supports that the credentials at hand can perform.
+func chooseAuthMethod(creds clientCredentials, cfg *configEntry) (string, error) {
+	if creds.AuthMethod != "" {
+		return creds.AuthMethod, nil
+	}
+	var supported []string
+	if cfg.Discovered != nil {
+		supported = cfg.Discovered.TokenEndpointAuthMethodsSupported
+	}
+	if len(supported) == 0 {
+		// RFC 8414 §2: the default is client_secret_basic.
+		supported = []string{oauthclient.AuthClientSecretBasic}
+		if creds.ClientSecret == "" {
+			supported = append(supported, oauthclient.AuthPrivateKeyJWT, oauthclient.AuthNone)
+		}
+	}
+	for _, m := range oauthclient.AuthMethods {
+		if slices.Contains(supported, m) && creds.canUse(m) {
+			return m, nil
+		}
+	}
+	return "", fieldErrorf("auth_method", "none of the provider's token_endpoint_auth_methods_supported (%v) fits the credentials given; set auth_method and its credentials", supported)
+}
+
+func (c clientCredentials) canUse(method string) bool {
+	switch method {
+	case oauthclient.AuthClientSecretBasic, oauthclient.AuthClientSecretPost, oauthclient.AuthClientSecretJWT:
+		return c.ClientSecret != ""
+	case oauthclient.AuthPrivateKeyJWT:
+		return c.ClientKey != ""
+	}
+	return c.ClientSecret == "" && c.ClientKey == ""
+}
+
+// effectiveCredentials merges the role's client settings over the config's.
+func (r *roleEntry) effectiveCredentials(cfg *configEntry) clientCredentials {
+	out := r.clientCredentials
+	if cfg == nil {
+		return out
+	}
+	if out.ClientID == "" {
+		out.ClientID = cfg.ClientID
+	}
+	if out.ClientSecret == "" && out.ClientKey == "" {
+		out.ClientSecret = cfg.ClientSecret
+		out.ClientKey, out.ClientKeyAlg, out.ClientKeyKID = cfg.ClientKey, cfg.ClientKeyAlg, cfg.ClientKeyKID
+	}
+	if out.AuthMethod == "" {
+		out.AuthMethod = cfg.AuthMethod
+	}
+	return out
+}
+
+// validateClientAuth checks that the client can authenticate the way it is told to, with the
+// credentials of the role or, failing those, of the config.
+func (r *roleEntry) validateClientAuth(cfg *configEntry) error {
+	creds := r.effectiveCredentials(cfg)
+	if r.AuthMethod == "" && (cfg == nil || cfg.AuthMethod == "") {
+		return nil // chosen at request time from the provider's metadata
+	}
+	switch creds.AuthMethod {
+	case "client_secret_basic", "client_secret_post", "client_secret_jwt":
+		if creds.ClientSecret == "" {
+			return fieldErrorf("client_secret", "auth_method %s needs a client_secret (on the role or the config)", creds.AuthMethod)
+		}
+	case "private_key_jwt":
+		if _, err := creds.signingKey(); err != nil {
+			return err
+		}
+	}
+	if creds.AuthMethod == "client_secret_jwt" && len(creds.ClientSecret) < 32 {
+		return fieldErrorf("client_secret", "client_secret_jwt signs with HS256, which needs a client_secret of at least 32 bytes")
+	}
+	return nil
+}

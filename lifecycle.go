@@ -1,0 +1,69 @@
+package oauth
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// initialize builds the refresh queue when the mount starts on a node that may write.
+func (b *backend) initialize(ctx context.Context, req *logical.InitializationRequest) error {
+	if !b.WriteSafeReplicationState() {
+		return nil
+	}
+	cfg, err := b.config(ctx, req.Storage)
+	if err != nil {
+		return err
+	}
+	return b.buildQueue(ctx, req.Storage, cfg)
+}
+
+// invalidate drops what a replicated or standby write made stale.
+func (b *backend) invalidate(_ context.Context, key string) {
+	switch {
+	case key == configPath:
+		b.cache.config.drop("")
+	case strings.HasPrefix(key, rolePrefix):
+		b.cache.roles.drop(strings.TrimPrefix(key, rolePrefix))
+		b.recheck(strings.TrimPrefix(key, rolePrefix))
+	case strings.HasPrefix(key, tokenPrefix):
+		b.cache.tokens.drop(strings.TrimPrefix(key, tokenPrefix))
+		b.recheck(strings.TrimPrefix(key, tokenPrefix))
+	}
+}
+
+// clean stops the refresher and waits for grants under way: after a plugin reload, a grant of
+// the old instance must not race the new one with the same refresh token.
+func (b *backend) clean(context.Context) {
+	b.refresher.cancel()
+	b.grantsOpen.close()
+}
+
+// gate counts the operations under way until it is closed, and admits none after.
+type gate struct {
+	mu     sync.RWMutex
+	closed bool
+	open   sync.WaitGroup
+}
+
+func (g *gate) enter() bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if g.closed {
+		return false
+	}
+	g.open.Add(1)
+	return true
+}
+
+func (g *gate) leave() { g.open.Done() }
+
+// close refuses new operations and waits for those under way.
+func (g *gate) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+	g.open.Wait()
+}
