@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -35,24 +36,34 @@ type backend struct {
 	// grantsOpen lets clean wait for the grants under way and refuses new ones after it.
 	grantsOpen gate
 
-	now func() time.Time
+	clock clock
+	// newClient builds the HTTP client for a provider's trust roots and request timeout.
+	newClient func(caPEM string, timeout time.Duration) (*oauthclient.Client, error)
 }
+
+// clock tells the backend the time; tests give it one they move.
+type clock interface{ Now() time.Time }
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
 
 // Factory returns a configured backend, as Vault's plugin runtime calls it.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
-	b := newBackend()
+	b := newBackend(systemClock{}, oauthclient.NewClient)
 	if err := b.Setup(ctx, conf); err != nil {
 		return nil, err
 	}
 	return b, nil
 }
 
-func newBackend() *backend {
+func newBackend(clk clock, newClient func(caPEM string, timeout time.Duration) (*oauthclient.Client, error)) *backend {
 	b := &backend{
 		roleLocks: locksutil.CreateLocks(),
 		cache:     newEntryCache(),
 		refresher: newRefresher(),
-		now:       time.Now,
+		clock:     clk,
+		newClient: newClient,
 	}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
@@ -86,6 +97,8 @@ func (b *backend) HandleRequest(ctx context.Context, req *logical.Request) (*log
 func (b *backend) roleLock(name string) *locksutil.LockEntry {
 	return locksutil.LockForKey(b.roleLocks, name)
 }
+
+func (b *backend) now() time.Time { return b.clock.Now() }
 
 const backendHelp = `
 The OAuth secrets engine obtains OAuth 2.0 access tokens from an identity provider on behalf of

@@ -94,7 +94,7 @@ func (c *configEntry) validate() error {
 		if err := validateLength("ca_pem", c.CAPEM, maxPEMBytes); err != nil {
 			return err
 		}
-		if _, err := oauthclient.NewClient(c.CAPEM, c.Timeout); err != nil {
+		if _, err := oauthclient.ParseCAPEM(c.CAPEM); err != nil {
 			return fieldErrorf("ca_pem", "holds no PEM certificate")
 		}
 	}
@@ -112,7 +112,7 @@ func (c *configEntry) validate() error {
 
 // discover fetches the issuer's metadata into cfg; failures blame the issuer field.
 func (b *backend) discover(ctx context.Context, cfg *configEntry) error {
-	client, err := oauthclient.NewClient(cfg.CAPEM, cfg.Timeout)
+	client, err := b.client(cfg)
 	if err != nil {
 		return fieldErrorf("ca_pem", "%v", err)
 	}
@@ -134,7 +134,7 @@ func (b *backend) client(cfg *configEntry) (*oauthclient.Client, error) {
 	if c := b.cache.client.Load(); c != nil && c.caPEM == cfg.CAPEM && c.timeout == cfg.Timeout {
 		return c.client, nil
 	}
-	c, err := oauthclient.NewClient(cfg.CAPEM, cfg.Timeout)
+	c, err := b.newClient(cfg.CAPEM, cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}

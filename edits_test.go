@@ -272,8 +272,8 @@ func TestClientFollowsConfig(t *testing.T) {
 func TestForcedReadsAreBounded(t *testing.T) {
 	p := newProviderWithClient(t)
 	b, s := configured(t, p)
-	clock := newFakeClock()
-	b.now = clock.Now
+	clock := clockOf(b)
+	clock.Pin(time.Now())
 	readCreds(t, b, s, "app", nil)
 
 	before := p.Requests()

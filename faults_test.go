@@ -151,7 +151,7 @@ func newLoggedBackend(t *testing.T, logs *lockedBuffer) (*backend, *faultyStorag
 	conf := logical.TestBackendConfig()
 	conf.StorageView = storage
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
-	b := newBackend()
+	b := newBackend(&testClock{}, oauthclient.NewClient)
 	if err := b.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func (e *faultEnv) cacheToken(t *testing.T) {
 	t.Helper()
 	e.cached = readCreds(t, e.b, e.s, "app", nil).Data["access_token"].(string)
 	e.secrets = append(e.secrets, e.cached, e.storedToken(t).RefreshToken)
-	e.b.now = func() time.Time { return time.Now().Add(matrixAge) }
+	clockOf(e.b).Shift(matrixAge)
 }
 
 func (e *faultEnv) setScenario(t *testing.T, s faultproxy.Scenario) {
@@ -346,7 +346,7 @@ func (e *faultEnv) checkRecovers(t *testing.T) {
 		if !strings.Contains(msg, "retry after") {
 			t.Fatalf("the read should say when the provider may be asked again, got %s", msg)
 		}
-		e.b.now = func() time.Time { return retryAt.Add(time.Second) }
+		clockOf(e.b).Pin(retryAt.Add(time.Second))
 	}
 	resp := readCreds(t, e.b, e.s, "app", map[string]any{"min_seconds": int((matrixDefaultTTL + time.Minute).Seconds())})
 	at := resp.Data["access_token"].(string)

@@ -1,7 +1,6 @@
 package oauth
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,8 @@ import (
 	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
 )
 
-// Grant types a role can perform (short names; oauthclient.GrantTypeURI maps them to the wire).
+// Grant types a role can perform, by the short names of its grant_type field. Each has a file
+// of its own (grant_<name>.go) that defines its flow.
 const (
 	grantClientCredentials = "client_credentials"
 	grantPassword          = "password"
@@ -21,7 +21,36 @@ const (
 	grantJWTBearer         = "jwt_bearer"
 )
 
+// supportedGrants lists them in the order the documentation does.
 var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer}
+
+// grantFlow is one grant type: what its role needs and how it asks for a token.
+type grantFlow struct {
+	// validate checks the role's inputs for the grant; cfg is nil while there is no config.
+	validate func(r *roleEntry, cfg *configEntry) error
+	// request performs the token request.
+	request func(ctx context.Context, g *grantRequest) (*oauthclient.Token, error)
+}
+
+var grantFlows = map[string]grantFlow{
+	grantClientCredentials: clientCredentialsFlow,
+	grantPassword:          passwordFlow,
+	grantRefreshToken:      refreshTokenFlow,
+	grantJWTBearer:         jwtBearerFlow,
+}
+
+// grantRequest is what a flow works with: the token request common to every grant (endpoint,
+// client authentication, scopes, parameters), the role, and the refresh token the role holds.
+type grantRequest struct {
+	client *oauthclient.Client
+	req    oauthclient.TokenRequest
+	role   *roleEntry
+	// refreshToken may be sent for the role; stranded marks one that exists but was issued to
+	// another client or provider, and may not.
+	refreshToken string
+	stranded     bool
+	now          time.Time
+}
 
 // grantOutcome is what one shared grant produced for all the readers waiting on it.
 type grantOutcome struct {
@@ -188,8 +217,7 @@ func (b *backend) failed(ctx context.Context, s logical.Storage, name, grantBind
 	return grantOutcome{err: cause}
 }
 
-// requestToken performs the role's grant. Grants that hold a refresh token use it first; one
-// issued to another client or provider is never sent.
+// requestToken performs the role's grant with the refresh token it may use.
 func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry) (*oauthclient.Token, error) {
 	client, err := b.client(cfg)
 	if err != nil {
@@ -199,52 +227,14 @@ func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *role
 	if err != nil {
 		return nil, err
 	}
-	refreshToken, stranded := current.refreshTokenFor(bd)
-
-	switch role.GrantType {
-	case grantRefreshToken:
-		if stranded {
-			return nil, errStrandedRefreshToken
-		}
-		tok, err := client.Exchange(ctx, withRefreshToken(req, cmp.Or(refreshToken, role.RefreshToken)))
-		if isInvalidGrant(err) {
-			return nil, fmt.Errorf("%w; the refresh token is no longer accepted: import a new one with vault write <mount>/roles/<name> refresh_token=...", err)
-		}
-		return tok, err
-	case grantPassword:
-		if refreshToken != "" {
-			tok, err := client.Exchange(ctx, withRefreshToken(req, refreshToken))
-			if !isInvalidGrant(err) {
-				return tok, err
-			}
-			// The refresh token expired or was revoked: sign in again with the password.
-		}
-		req.Params.Set("username", role.Username)
-		req.Params.Set("password", role.Password)
-	case grantJWTBearer:
-		assertion, err := signAssertion(role, req, b.now())
-		if err != nil {
-			return nil, err
-		}
-		req.Params.Set("assertion", assertion)
-	}
-	return client.Exchange(ctx, req)
+	g := &grantRequest{client: client, req: req, role: role, now: b.now()}
+	g.refreshToken, g.stranded = current.refreshTokenFor(bd)
+	return grantFlows[role.GrantType].request(ctx, g)
 }
 
 func isInvalidGrant(err error) bool {
 	var oe *oauthclient.Error
 	return errors.As(err, &oe) && oe.InvalidGrant()
-}
-
-func withRefreshToken(req oauthclient.TokenRequest, refreshToken string) oauthclient.TokenRequest {
-	params := url.Values{}
-	for k, v := range req.Params {
-		params[k] = v
-	}
-	params.Set("refresh_token", refreshToken)
-	req.Params = params
-	req.GrantType = oauthclient.GrantRefreshToken
-	return req
 }
 
 // baseRequest is the token request common to every grant: endpoint, client authentication,
@@ -274,27 +264,9 @@ func baseRequest(cfg *configEntry, role *roleEntry) (oauthclient.TokenRequest, e
 		params.Add("resource", r)
 	}
 	return oauthclient.TokenRequest{
-		TokenURL:  cfg.tokenEndpoint(),
-		GrantType: oauthclient.GrantTypeURI(role.GrantType),
-		Params:    params,
-		Scopes:    role.Scopes,
-		Auth:      auth,
+		TokenURL: cfg.tokenEndpoint(),
+		Params:   params,
+		Scopes:   role.Scopes,
+		Auth:     auth,
 	}, nil
-}
-
-// signAssertion builds the RFC 7523 §2.1 assertion: iss and sub default to the client ID and
-// aud to the token endpoint.
-func signAssertion(role *roleEntry, req oauthclient.TokenRequest, now time.Time) (string, error) {
-	key, err := parseKeyField("assertion_key", "assertion_alg", role.AssertionKey, role.AssertionAlg, role.AssertionKID, false)
-	if err != nil {
-		return "", err
-	}
-	claims := oauthclient.Claims{
-		Issuer:   firstNonEmpty(role.AssertionIssuer, req.Auth.ClientID),
-		Subject:  firstNonEmpty(role.AssertionSubject, req.Auth.ClientID),
-		Audience: firstNonEmpty(role.AssertionAudience, req.TokenURL),
-		TTL:      role.AssertionTTL,
-		Extra:    role.AssertionClaims,
-	}
-	return key.SignJWT(claims, now)
 }

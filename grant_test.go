@@ -113,7 +113,7 @@ func TestPasswordGrantUsesRefreshTokenThenFallsBackToPassword(t *testing.T) {
 		t.Fatal("id_token should pass through when the provider sends one")
 	}
 
-	b.now = func() time.Time { return time.Now().Add(6 * time.Minute) }
+	clockOf(b).Shift(6 * time.Minute)
 	second := readCreds(t, b, s, "app", nil)
 	issued, _ = p.Introspect(second.Data["access_token"].(string))
 	if issued.Params["grant_type"][0] != "refresh_token" {
@@ -121,7 +121,7 @@ func TestPasswordGrantUsesRefreshTokenThenFallsBackToPassword(t *testing.T) {
 	}
 
 	p.RevokeRefreshTokens()
-	b.now = func() time.Time { return time.Now().Add(12 * time.Minute) }
+	clockOf(b).Shift(12 * time.Minute)
 	third := readCreds(t, b, s, "app", nil)
 	issued, _ = p.Introspect(third.Data["access_token"].(string))
 	if issued.Params["grant_type"][0] != "password" {
@@ -142,7 +142,7 @@ func TestRefreshTokenGrantRotatesAndPersistsBeforeAnswering(t *testing.T) {
 		t.Fatal("the rotated refresh token was not persisted")
 	}
 
-	b.now = func() time.Time { return time.Now().Add(6 * time.Minute) }
+	clockOf(b).Shift(6 * time.Minute)
 	second := readCreds(t, b, s, "app", nil)
 	if issued, active := p.Introspect(second.Data["access_token"].(string)); !active || issued.Subject != "bob" {
 		t.Fatalf("second rotation failed: %+v", issued)
@@ -163,13 +163,13 @@ func TestRefreshTokenInvalidGrantKeepsTokenAndTellsOperator(t *testing.T) {
 	first := readCreds(t, b, s, "app", nil).Data["access_token"]
 	p.RevokeRefreshTokens()
 
-	b.now = func() time.Time { return time.Now().Add(6 * time.Minute) }
+	clockOf(b).Shift(6 * time.Minute)
 	resp := readCreds(t, b, s, "app", nil)
 	if resp.Data["access_token"] != first || len(resp.Warnings) == 0 || !strings.Contains(resp.Warnings[0], "import a new one") {
 		t.Fatalf("want the last valid token and a warning to import a new refresh token, got %v", resp.Warnings)
 	}
 
-	b.now = func() time.Time { return time.Now().Add(11 * time.Minute) }
+	clockOf(b).Shift(11 * time.Minute)
 	mustFailNaming(t, request(t, b, s, logical.ReadOperation, "creds/app", nil), "invalid_grant")
 
 	// Importing a new refresh token brings the role back.

@@ -7,9 +7,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
 	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/testprovider"
 )
 
@@ -97,12 +99,52 @@ func newTestBackend(t testing.TB) (*backend, *faultyStorage) {
 	storage := &faultyStorage{Storage: &logical.InmemStorage{}}
 	conf := logical.TestBackendConfig()
 	conf.StorageView = storage
-	b := newBackend()
+	b := newBackend(&testClock{}, oauthclient.NewClient)
 	if err := b.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
 	}
 	return b, storage
 }
+
+// testClock is the clock of test backends: real time plus an offset the test moves, or, once
+// pinned, a moment the test advances.
+type testClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+	pinned time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.pinned.IsZero() {
+		return c.pinned
+	}
+	return time.Now().Add(c.offset)
+}
+
+// Shift makes the clock read real time plus d.
+func (c *testClock) Shift(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset, c.pinned = d, time.Time{}
+}
+
+// Pin stops the clock at t.
+func (c *testClock) Pin(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pinned = t.UTC()
+}
+
+// Advance moves a pinned clock forward.
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pinned = c.pinned.Add(d)
+}
+
+func clockOf(b *backend) *testClock { return b.clock.(*testClock) }
 
 // request performs an operation and fails the test on an internal error.
 func request(t testing.TB, b *backend, s logical.Storage, op logical.Operation, path string, data map[string]any) *logical.Response {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
 )
 
 func TestCredsReturnsProviderTokenAsLease(t *testing.T) {
@@ -123,7 +124,7 @@ func TestTokenNearExpiryIsReplacedOnRead(t *testing.T) {
 	b, s := configured(t, p)
 	first := readCreds(t, b, s, "app", nil).Data["access_token"]
 
-	b.now = func() time.Time { return time.Now().Add(6 * time.Minute) } // less than half left
+	clockOf(b).Shift(6 * time.Minute) // less than half left
 	if got := readCreds(t, b, s, "app", nil).Data["access_token"]; got == first {
 		t.Fatal("a token past its refresh threshold should be replaced")
 	}
@@ -136,7 +137,7 @@ func TestProviderDownServesCachedTokenWithWarning(t *testing.T) {
 	first := readCreds(t, b, s, "app", nil).Data["access_token"]
 	p.Close()
 
-	b.now = func() time.Time { return time.Now().Add(8 * time.Minute) }
+	clockOf(b).Shift(8 * time.Minute)
 	resp := readCreds(t, b, s, "app", nil)
 	if resp.Data["access_token"] != first {
 		t.Fatal("the still-valid cached token should be served while the provider is down")
@@ -148,7 +149,7 @@ func TestProviderDownServesCachedTokenWithWarning(t *testing.T) {
 		t.Fatalf("lease %s outlives the cached token", ttl)
 	}
 
-	b.now = func() time.Time { return time.Now().Add(11 * time.Minute) }
+	clockOf(b).Shift(11 * time.Minute)
 	if _, err := requestErr(b, s, logical.ReadOperation, "creds/app", nil); err == nil {
 		t.Fatal("with the provider down and the token expired, the read must fail")
 	}
@@ -241,7 +242,7 @@ func TestReadHonoursRetryAfterWhileCachedTokenIsValid(t *testing.T) {
 		w.WriteHeader(http.StatusTooManyRequests)
 		return true
 	}
-	b.now = func() time.Time { return time.Now().Add(6 * time.Minute) }
+	clockOf(b).Shift(6 * time.Minute)
 	if resp := readCreds(t, b, s, "app", nil); resp.Data["access_token"] != first || len(resp.Warnings) == 0 {
 		t.Fatal("a 429 should leave the cached token served with a warning")
 	}
@@ -262,7 +263,7 @@ func TestStandbyServesHitsAndForwardsMisses(t *testing.T) {
 	active, s := configured(t, p)
 	cached := readCreds(t, active, s, "app", nil).Data["access_token"]
 
-	standby := newBackend()
+	standby := newBackend(&testClock{}, oauthclient.NewClient)
 	conf := logical.TestBackendConfig()
 	conf.StorageView = s
 	conf.System.(*logical.StaticSystemView).ReplicationStateVal = consts.ReplicationPerformanceStandby

@@ -14,21 +14,9 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
 	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/testprovider"
 )
-
-// fakeClock is the backend's clock in these tests; only the test moves it.
-type fakeClock struct{ ns atomic.Int64 }
-
-func newFakeClock() *fakeClock {
-	c := &fakeClock{}
-	// Real time, so that what the provider checks against its own clock (assertions) holds.
-	c.ns.Store(time.Now().Truncate(time.Minute).UnixNano())
-	return c
-}
-
-func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // refreshEnv is a backend on a fake clock against a provider that sends no expires_in, so that
 // each role's default_ttl is its tokens' lifetime.
@@ -36,14 +24,14 @@ type refreshEnv struct {
 	b     *backend
 	s     *faultyStorage
 	p     *testprovider.Provider
-	clock *fakeClock
+	clock *testClock
 	// fail, when set, answers token requests instead of the provider.
 	fail atomic.Pointer[func(http.ResponseWriter)]
 }
 
 func newRefreshEnv(t testing.TB, maxConcurrent int) *refreshEnv {
 	t.Helper()
-	e := &refreshEnv{p: newProviderWithClient(t), clock: newFakeClock()}
+	e := &refreshEnv{p: newProviderWithClient(t)}
 	e.p.TokenTTL = 0
 	e.p.Intercept = func(w http.ResponseWriter, _ *http.Request) bool {
 		if f := e.fail.Load(); f != nil {
@@ -53,7 +41,9 @@ func newRefreshEnv(t testing.TB, maxConcurrent int) *refreshEnv {
 		return false
 	}
 	e.b, e.s = newTestBackend(t)
-	e.b.now = e.clock.Now
+	e.clock = clockOf(e.b)
+	// Real time, so that what the provider checks against its own clock (assertions) holds.
+	e.clock.Pin(time.Now().Truncate(time.Minute))
 	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{
 		"token_url": e.p.TokenURL(), "client_id": testClientID, "client_secret": testClientSecret,
 		"max_concurrent_refreshes": maxConcurrent, "revocation_url": e.p.URL + "/revoke",
@@ -466,13 +456,12 @@ func TestRefreshQueueRebuiltIdenticallyAfterRestart(t *testing.T) {
 		t.Fatalf("the failing role should be in backoff, has %d failures", tok.ConsecutiveFailures)
 	}
 
-	restarted := newBackend()
+	restarted := newBackend(e.clock, oauthclient.NewClient)
 	conf := logical.TestBackendConfig()
 	conf.StorageView = e.s
 	if err := restarted.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
 	}
-	restarted.now = e.clock.Now
 	initialize(t, restarted, e.s)
 	after := queueSnapshot(restarted)
 	if len(after) != len(before) {
@@ -617,14 +606,13 @@ func TestRefresherRunsOnlyWhereWriteSafe(t *testing.T) {
 	e.addRole(t, "app", map[string]any{"default_ttl": "1h"})
 
 	// The same storage seen from a performance standby, which must not write.
-	standby := newBackend()
+	standby := newBackend(e.clock, oauthclient.NewClient)
 	conf := logical.TestBackendConfig()
 	conf.StorageView = e.s
 	conf.System.(*logical.StaticSystemView).ReplicationStateVal = consts.ReplicationPerformanceStandby
 	if err := standby.Setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
 	}
-	standby.now = e.clock.Now
 	initialize(t, standby, e.s)
 	tick(t, standby, e.s)
 	if e.p.Requests() != 0 || standby.refresher.current() != nil {

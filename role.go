@@ -183,44 +183,10 @@ func (r *roleEntry) validate(cfg *configEntry) error {
 	if err := r.refreshPolicy.validate(); err != nil {
 		return err
 	}
-	if err := r.validateGrantInputs(cfg); err != nil {
+	if err := grantFlows[r.GrantType].validate(r, cfg); err != nil {
 		return err
 	}
 	return r.validateClientAuth(cfg)
-}
-
-func (r *roleEntry) validateGrantInputs(cfg *configEntry) error {
-	switch r.GrantType {
-	case grantPassword:
-		if r.Username == "" {
-			return fieldErrorf("username", "the password grant needs a username")
-		}
-		if r.Password == "" {
-			return fieldErrorf("password", "the password grant needs a password")
-		}
-	case grantRefreshToken:
-		if r.RefreshToken == "" {
-			return fieldErrorf("refresh_token", "the refresh_token grant needs a refresh token to import")
-		}
-	case grantJWTBearer:
-		if r.AssertionKey == "" {
-			return fieldErrorf("assertion_key", "the jwt_bearer grant needs a key to sign the assertion")
-		}
-		if err := validateLength("assertion_key", r.AssertionKey, maxPEMBytes); err != nil {
-			return err
-		}
-		if _, err := parseKeyField("assertion_key", "assertion_alg", r.AssertionKey, r.AssertionAlg, r.AssertionKID, false); err != nil {
-			return err
-		}
-		if r.AssertionTTL <= 0 || r.AssertionTTL > maxAssertionTTL {
-			return fieldErrorf("assertion_ttl", "must be more than 0 and at most %s", maxAssertionTTL)
-		}
-		creds := r.effectiveCredentials(cfg)
-		if r.AssertionIssuer == "" && creds.ClientID == "" {
-			return fieldErrorf("assertion_issuer", "set assertion_issuer or a client_id to use as the assertion's iss")
-		}
-	}
-	return nil
 }
 
 // validScopeToken follows RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).

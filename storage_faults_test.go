@@ -32,7 +32,7 @@ func rotatingRole(t *testing.T) (*testprovider.Provider, *backend, *faultyStorag
 	p.TokenTTL = 10 * time.Minute
 	b, s, _ := refreshTokenRole(t, p, "read", map[string]any{"scopes": "read"})
 	readCreds(t, b, s, "app", nil)
-	b.now = func() time.Time { return time.Now().Add(6 * time.Minute) }
+	clockOf(b).Shift(6 * time.Minute)
 	return p, b, s
 }
 
@@ -94,7 +94,7 @@ func TestRoleEditWhileTokenUnstoredKeepsRotatedRefreshToken(t *testing.T) {
 	// A change of scope retires the access token but keeps the refresh token: the one the
 	// provider rotated to, which exists only in memory until the next read stores and uses it.
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"scopes": "read,write"}))
-	b.now = time.Now
+	clockOf(b).Shift(0)
 	resp := readCreds(t, b, s, "app", nil)
 	if issued, active := p.Introspect(resp.Data["access_token"].(string)); !active || fmt.Sprint(issued.Params["scope"]) != "[read write]" {
 		t.Fatalf("the edited role should get a token for its new scopes with the rotated refresh token: %+v", issued)

@@ -210,6 +210,67 @@ func TestJWTBearerGrantAgainstProvider(t *testing.T) {
 	})
 }
 
+// TestSecretTokenParamsAgainstProvider: a secret_token_params value (write-only) goes to the token
+// endpoint with the grant and is never shown: a role read lists only its name, and errors about
+// the field quote no value. The value is registered with the leak scan, which looks for it in
+// Vault's server and audit logs and in every answer and error text the suite recorded.
+func TestSecretTokenParamsAgainstProvider(t *testing.T) {
+	mount := configuredMount(t)
+	id, secret := registerClient(t, nil)
+	apiKey := "stp-" + randSuffix() + randSuffix() + randSuffix()
+	rememberSecret(kindSecretTokenParam, apiKey)
+	role := mount + "/roles/app"
+
+	// As the CLI sends key=value pairs; the same name in token_params is refused.
+	if _, code, msg := vaultWrite(t, env.client, role, map[string]any{
+		"client_id": id, "client_secret": secret, "scopes": "read",
+		"token_params": []string{"api_key=public"}, "secret_token_params": []string{"api_key=" + apiKey},
+	}); code != http.StatusBadRequest || !strings.Contains(msg, "secret_token_params") || strings.Contains(msg, apiKey) {
+		t.Errorf("a parameter both in token_params and secret_token_params: HTTP %d %q, want 400 naming the field, not the value",
+			code, strings.ReplaceAll(msg, apiKey, "<secret>"))
+	}
+	mustWrite(t, env.client, role, map[string]any{
+		"client_id": id, "client_secret": secret, "scopes": "read",
+		"token_params": []string{"tenant=acme"}, "secret_token_params": []string{"api_key=" + apiKey},
+	})
+
+	resetStats(t)
+	s, _ := readActiveToken(t, env.client, mount+"/creds/app", id)
+	st := providerStats(t)
+	if n := st.ByClient[id]; n != 1 {
+		t.Fatalf("the provider saw %d token requests from the client, want 1", n)
+	}
+	params, _ := st.LastParams["client_credentials"].(map[string]any)
+	if got := str(params["api_key"]); got != apiKey {
+		t.Fatalf("the secret token parameter did not reach the provider: api_key %s (public parameters seen: tenant=%q)", fingerprint(got), params["tenant"])
+	}
+	if str(params["tenant"]) != "acme" {
+		t.Errorf("token_params did not reach the provider next to the secret one: %v", params["tenant"])
+	}
+	if raw, _ := json.Marshal(s); strings.Contains(string(raw), apiKey) {
+		t.Error("the creds answer shows the secret token parameter")
+	}
+
+	r := mustRead(t, env.client, role)
+	if raw, _ := json.Marshal(r); strings.Contains(string(raw), apiKey) {
+		t.Error("the role read shows the secret token parameter's value")
+	}
+	if _, shown := r.Data["secret_token_params"]; shown {
+		t.Errorf("the role read has a secret_token_params field: %v", r.Data["secret_token_params"] != nil)
+	}
+	names, _ := r.Data["secret_token_param_names"].([]any)
+	if len(names) != 1 || str(names[0]) != "api_key" {
+		t.Errorf("secret_token_param_names = %v, want [api_key]", r.Data["secret_token_param_names"])
+	}
+	if tp, _ := r.Data["token_params"].(map[string]any); str(tp["tenant"]) != "acme" || tp["api_key"] != nil {
+		t.Errorf("token_params = %v, want tenant=acme only", r.Data["token_params"])
+	}
+	status := mustRead(t, env.client, role+"/status")
+	if raw, _ := json.Marshal(status); strings.Contains(string(raw), apiKey) {
+		t.Error("the role's status shows the secret token parameter")
+	}
+}
+
 // obtainRefreshToken performs a password grant directly at the provider, as an operator would
 // to get the refresh token they then import.
 func obtainRefreshToken(t *testing.T, id, secret string) string {

@@ -38,6 +38,9 @@ const (
 	kindPrivateKey   = "private key"
 	kindHMACSecret   = "HMAC shared secret"
 	kindAccessToken  = "access token"
+	// kindSecretTokenParam is a value of a role's secret_token_params (an API key, say), which
+	// the plugin sends to the token endpoint and never shows.
+	kindSecretTokenParam = "secret token parameter"
 )
 
 // minNeedle is the shortest text searched for: the scan's window, and short enough for the
@@ -309,12 +312,13 @@ func TestLeakScannerFindsPlantedSecrets(t *testing.T) {
 	clientSecret := "cs-" + randSuffix() + randSuffix() + randSuffix()
 	refreshToken := "rt+" + randSuffix() + "/" + randSuffix() + "=" // needs URL encoding
 	accessToken := "at-" + randSuffix() + randSuffix()
+	apiKey := "stp-" + randSuffix() + randSuffix()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	must(t, err)
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	must(t, err)
 	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-	for kind, v := range map[string]string{kindClientSecret: clientSecret, kindRefreshToken: refreshToken, kindAccessToken: accessToken, kindPrivateKey: keyPEM} {
+	for kind, v := range map[string]string{kindClientSecret: clientSecret, kindRefreshToken: refreshToken, kindAccessToken: accessToken, kindPrivateKey: keyPEM, kindSecretTokenParam: apiKey} {
 		r.remember(kind, v)
 	}
 	r.remember(kindPassword, "short") // too short to search: reported, never silently skipped
@@ -328,6 +332,7 @@ func TestLeakScannerFindsPlantedSecrets(t *testing.T) {
 		`{"type":"request","request":{"data":` + string(escapedPEM) + `}}`,
 		`2025-01-01T00:00:01Z [DEBUG] refresh_token=` + url.QueryEscape(refreshToken),
 		`{"type":"response","response":{"data":{"access_token":"hmac-sha256:0123abcd"}}}`,
+		`2025-01-01T00:00:02Z [DEBUG] secrets.oauth: token request: params=map[api_key:` + apiKey + `]`,
 	}, "\n")
 	must(t, os.WriteFile(logPath, []byte(leaky), 0o600))
 	logData, err := os.ReadFile(logPath)
@@ -346,13 +351,13 @@ func TestLeakScannerFindsPlantedSecrets(t *testing.T) {
 	}()
 	for _, want := range []string{
 		kindClientSecret + ` "cs-`, kindRefreshToken + ` "rt+`, kindPrivateKey + ` "MIG`,
-		"in vault.log", kindAccessToken + ` "at-`, "in warning of read m/creds/app", "NOT searchable",
+		"in vault.log", kindAccessToken + ` "at-`, kindSecretTokenParam + ` "stp-`, "in warning of read m/creds/app", "NOT searchable",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the report lacks %q", want)
 		}
 	}
-	for _, secret := range append([]string{clientSecret, refreshToken, url.QueryEscape(refreshToken), accessToken}, pemBodyLines(keyPEM)...) {
+	for _, secret := range append([]string{clientSecret, refreshToken, url.QueryEscape(refreshToken), accessToken, apiKey}, pemBodyLines(keyPEM)...) {
 		if strings.Contains(out, secret) {
 			t.Errorf("the report reveals a secret (%s)", fingerprint(secret))
 		}

@@ -31,6 +31,8 @@ func TestRefresh(t *testing.T) {
 	t.Run("agent", testAgentStaysCurrent)
 	t.Run("rotate", testRotate)
 	t.Run("restart", testRefreshSurvivesRestart)
+	// The fault matrix's Retry-After recovery (faults_test.go): its wait overlaps the ticks above.
+	t.Run("retry_after", testRetryAfterRecovery)
 }
 
 // roleStatus is a read of roles/<name>/status.

@@ -63,9 +63,9 @@ func NewClient(caPEM string, timeout time.Duration) (*Client, error) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if caPEM != "" {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM([]byte(caPEM)) {
-			return nil, errors.New("ca_pem holds no PEM certificate")
+		pool, err := ParseCAPEM(caPEM)
+		if err != nil {
+			return nil, err
 		}
 		transport.TLSClientConfig.RootCAs = pool
 	}
@@ -81,8 +81,14 @@ func NewClient(caPEM string, timeout time.Duration) (*Client, error) {
 	}, nil
 }
 
-// HTTPClient is the client used for every request to the provider.
-func (c *Client) HTTPClient() *http.Client { return c.http }
+// ParseCAPEM returns the pool of the PEM certificates in caPEM; an error when there are none.
+func ParseCAPEM(caPEM string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		return nil, errors.New("ca_pem holds no PEM certificate")
+	}
+	return pool, nil
+}
 
 // acceptJSON asks for JSON: some providers answer form-encoded unless asked.
 type acceptJSON struct{ next http.RoundTripper }
@@ -189,19 +195,6 @@ func normalizeTokenType(t string) string {
 func extraString(tok *oauth2.Token, key string) string {
 	s, _ := tok.Extra(key).(string)
 	return s
-}
-
-// GrantTypeURI maps the short grant names used in configuration to the wire values.
-func GrantTypeURI(short string) string {
-	switch short {
-	case "jwt_bearer":
-		return GrantJWTBearer
-	case "device_code":
-		return "urn:ietf:params:oauth:grant-type:device_code"
-	case "token_exchange":
-		return "urn:ietf:params:oauth:grant-type:token-exchange"
-	}
-	return short
 }
 
 // hostOf names a URL by scheme and host only, so an error never repeats a query string.
