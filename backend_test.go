@@ -3,6 +3,7 @@ package oauth
 import (
 	"testing"
 
+	"github.com/hashicorp/vault/sdk/helper/testhelpers/schema"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -14,7 +15,7 @@ func TestEveryPathHasHelp(t *testing.T) {
 			t.Errorf("path %s lacks help text", p.Pattern)
 		}
 	}
-	for _, path := range []string{"config", "roles/", "roles/app", "creds/app"} {
+	for _, path := range []string{"config", "roles/", "roles/app", "creds/app", "roles/app/status", "rotate/app"} {
 		resp := request(t, b, s, logical.HelpOperation, path, nil)
 		if help, _ := resp.Data["help"].(string); help == "" {
 			t.Errorf("vault path-help %s is empty", path)
@@ -34,4 +35,33 @@ func TestStorageIsSealWrapped(t *testing.T) {
 			t.Errorf("%s is not seal-wrapped", key)
 		}
 	}
+}
+
+// Every operation has an OpenAPI summary and documents its answer, and the answers given match
+// what is documented, field for field.
+func TestOperationsDocumentTheirAnswers(t *testing.T) {
+	p := newProviderWithClient(t)
+	b, s := configured(t, p)
+	for _, path := range b.Paths {
+		for op, handler := range path.Operations {
+			if props := handler.Properties(); props.Summary == "" || len(props.Responses) == 0 {
+				t.Errorf("%s %s lacks a summary or responses", op, path.Pattern)
+			}
+		}
+	}
+	check := func(op logical.Operation, path string, data map[string]any) {
+		t.Helper()
+		resp := mustSucceed(t, request(t, b, s, op, path, data))
+		schema.ValidateResponse(t, schema.GetResponseSchema(t, b.Route(path), op), resp, true)
+	}
+	check(logical.ReadOperation, "config", nil)
+	check(logical.ListOperation, "roles/", nil)
+	check(logical.ReadOperation, "roles/app", nil)
+	check(logical.ReadOperation, "creds/app", nil)
+	check(logical.ReadOperation, "roles/app/status", nil)
+	check(logical.UpdateOperation, "rotate/app", nil)
+	check(logical.UpdateOperation, "roles/app", map[string]any{"scopes": "read"})
+	check(logical.UpdateOperation, "config", map[string]any{"timeout": 10})
+	check(logical.DeleteOperation, "roles/app", nil)
+	check(logical.DeleteOperation, "config", nil)
 }

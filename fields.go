@@ -1,8 +1,10 @@
 package oauth
 
 import (
+	"context"
 	"encoding/json"
 	"net"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -230,3 +232,39 @@ func rfc3339(t time.Time) string {
 	}
 	return t.UTC().Format(time.RFC3339)
 }
+
+// withFieldValidator runs what every operation checks before its handler: a valid role name
+// where the path has one, and no field the path does not know.
+func withFieldValidator(f framework.OperationFunc) framework.OperationFunc {
+	return func(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+		if _, named := d.Schema["name"]; named {
+			if err := validateRoleName(d.Get("name").(string)); err != nil {
+				return errorResponse(err)
+			}
+		}
+		if err := rejectUnknownFields(req, d); err != nil {
+			return errorResponse(err)
+		}
+		return f(ctx, req, d)
+	}
+}
+
+// operation is one path operation as Vault and its OpenAPI document see it: the handler behind
+// withFieldValidator, a summary, and the answer it gives when it succeeds.
+func operation(summary string, f framework.OperationFunc, status int, fields map[string]*framework.FieldSchema) *framework.PathOperation {
+	return &framework.PathOperation{
+		Callback:  withFieldValidator(f),
+		Summary:   summary,
+		Responses: map[int][]framework.Response{status: {{Description: http.StatusText(status), Fields: fields}}},
+	}
+}
+
+// forwarded marks an operation that calls the provider or writes storage: performance standbys
+// and secondaries hand it to the node that may write.
+func forwarded(op *framework.PathOperation) *framework.PathOperation {
+	op.ForwardPerformanceStandby, op.ForwardPerformanceSecondary = true, true
+	return op
+}
+
+// nameField is the role name in a path.
+var nameField = &framework.FieldSchema{Type: framework.TypeString, Required: true, Description: "Name of the role."}

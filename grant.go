@@ -119,7 +119,7 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 	if err != nil {
 		return grantOutcome{err: err}
 	}
-	if _, pending := b.unsaved.Load(name); pending {
+	if _, unsaved := b.unsaved.Load(name); unsaved {
 		// Store what storage refused before asking the provider for anything new. The failures
 		// it records were storage's, and are over once it is stored.
 		stored := *current
@@ -133,11 +133,11 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 		}
 	}
 	now := b.now()
-	left := current.servable(bd, now)
-	threshold := refreshThreshold(effectivePolicy(role, cfg), current.lifetime())
-	if left > max(minLeft, threshold) {
+	policy := effectivePolicy(role, cfg)
+	if current.serves(bd, policy, minLeft, now) {
 		return grantOutcome{token: current, fresh: true}
 	}
+	left, threshold := current.standing(bd, policy, now)
 	forced := left > threshold
 	if forced && caller == byRead && current.Forced && now.Sub(current.ObtainedAt) < forcedGrantInterval {
 		return grantOutcome{token: current, fresh: true, warning: fmt.Sprintf(

@@ -37,7 +37,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 // clean stops the refresher and waits for grants under way: after a plugin reload, a grant of
 // the old instance must not race the new one with the same refresh token.
 func (b *backend) clean(context.Context) {
-	b.refresher.cancel()
+	b.refresher.stop()
 	b.grantsOpen.close()
 }
 

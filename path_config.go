@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"fmt"
+	"net/http"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -22,39 +23,46 @@ func pathConfig(b *backend) *framework.Path {
 	addClientFields(fields, "Default for roles")
 	addRefreshFields(fields)
 	return &framework.Path{
-		Pattern: "config",
-		DisplayAttrs: &framework.DisplayAttributes{
-			OperationPrefix: "oauth",
-		},
-		Fields: fields,
+		Pattern:      "config",
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: "oauth"},
+		Fields:       fields,
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{
-				Callback:     b.pathConfigRead,
-				DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read", OperationSuffix: "configuration"},
-			},
-			logical.CreateOperation: &framework.PathOperation{
-				Callback:                    b.pathConfigWrite,
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "configure"},
-			},
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback:                    b.pathConfigWrite,
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "configure"},
-			},
-			logical.DeleteOperation: &framework.PathOperation{
-				Callback:                    b.pathConfigDelete,
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "delete", OperationSuffix: "configuration"},
-			},
+			logical.ReadOperation:   named(operation("Read the provider configuration (secrets show only whether they are set).", b.pathConfigRead, http.StatusOK, configReadFields), "read", "configuration"),
+			logical.CreateOperation: named(forwarded(operation("Configure the provider.", b.pathConfigWrite, http.StatusNoContent, nil)), "configure", ""),
+			logical.UpdateOperation: named(forwarded(operation("Configure the provider.", b.pathConfigWrite, http.StatusNoContent, nil)), "configure", ""),
+			logical.DeleteOperation: named(forwarded(operation("Delete the provider configuration.", b.pathConfigDelete, http.StatusNoContent, nil)), "delete", "configuration"),
 		},
 		ExistenceCheck:  b.pathConfigExists,
 		HelpSynopsis:    pathConfigHelpSyn,
 		HelpDescription: pathConfigHelpDesc,
 	}
+}
+
+// named gives an operation of a path with several its own OpenAPI operation ID parts.
+func named(op *framework.PathOperation, verb, suffix string) *framework.PathOperation {
+	op.DisplayAttrs = &framework.DisplayAttributes{OperationVerb: verb, OperationSuffix: suffix}
+	return op
+}
+
+// configReadFields is what a config read answers.
+var configReadFields = map[string]*framework.FieldSchema{
+	"issuer":                                {Type: framework.TypeString, Description: "Issuer URL."},
+	"token_url":                             {Type: framework.TypeString, Description: "Token endpoint in use (given or discovered)."},
+	"auth_url":                              {Type: framework.TypeString, Description: "Authorization endpoint in use."},
+	"device_auth_url":                       {Type: framework.TypeString, Description: "Device authorization endpoint in use."},
+	"revocation_url":                        {Type: framework.TypeString, Description: "Revocation endpoint in use."},
+	"ca_pem":                                {Type: framework.TypeString, Description: "CA certificates trusted for the provider."},
+	"timeout":                               {Type: framework.TypeInt, Description: "Time limit for one request to the provider (seconds)."},
+	"max_concurrent_refreshes":              {Type: framework.TypeInt, Description: "Bound on the refresher's simultaneous requests."},
+	"token_endpoint_auth_methods_supported": {Type: framework.TypeStringSlice, Description: "Client authentication methods the provider's metadata lists."},
+	"client_id":                             {Type: framework.TypeString, Description: "Default client ID for roles."},
+	"client_secret_set":                     {Type: framework.TypeBool, Description: "Whether a default client secret is set."},
+	"auth_method":                           {Type: framework.TypeString, Description: "Default client authentication method."},
+	"client_key_set":                        {Type: framework.TypeBool, Description: "Whether a default private_key_jwt key is set."},
+	"client_key_alg":                        {Type: framework.TypeString, Description: "JWS alg of the default key."},
+	"client_key_kid":                        {Type: framework.TypeString, Description: "kid of the default key."},
+	"refresh_buffer":                        {Type: framework.TypeInt, Description: "Default refresh buffer (seconds)."},
+	"refresh_fraction":                      {Type: framework.TypeFloat, Description: "Default refresh fraction of a token's lifetime."},
 }
 
 func (b *backend) pathConfigExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
@@ -86,9 +94,6 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	if err := rejectUnknownFields(req, d); err != nil {
-		return errorResponse(err)
-	}
 	old, err := b.config(ctx, req.Storage)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -21,13 +22,13 @@ func pathCreds(b *backend) *framework.Path {
 			OperationSuffix: "credentials",
 		},
 		Fields: map[string]*framework.FieldSchema{
-			"name":        {Type: framework.TypeString, Required: true, Description: "Name of the role."},
+			"name":        nameField,
 			"min_seconds": {Type: framework.TypeInt, Description: "Obtain a new token unless the cached one has at least this many seconds left."},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			// Not forwarded as a whole: standbys answer cache hits themselves, and a miss
 			// returns ErrReadOnly there, which makes Vault forward that request.
-			logical.ReadOperation: &framework.PathOperation{Callback: b.pathCredsRead},
+			logical.ReadOperation: operation("Read a valid access token for the role, as a lease.", b.pathCredsRead, http.StatusOK, accessTokenFields),
 		},
 		HelpSynopsis:    pathCredsHelpSyn,
 		HelpDescription: pathCredsHelpDesc,
@@ -53,8 +54,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		if err != nil {
 			return nil, err
 		}
-		left := tok.servable(b.cache.binding(name, role, cfg), b.now())
-		if left > max(minLeft, refreshThreshold(effectivePolicy(role, cfg), tok.lifetime())) {
+		if tok.serves(b.cache.binding(name, role, cfg), effectivePolicy(role, cfg), minLeft, b.now()) {
 			return b.credsResponse(name, role, tok), nil
 		}
 	}
@@ -106,21 +106,24 @@ func (b *backend) credsResponse(name string, role *roleEntry, tok *tokenEntry) *
 
 func secretAccessToken(b *backend) *framework.Secret {
 	return &framework.Secret{
-		Type: secretAccessTokenType,
-		Fields: map[string]*framework.FieldSchema{
-			"access_token": {Type: framework.TypeString, Description: "OAuth 2.0 access token."},
-			"token_type":   {Type: framework.TypeString, Description: "Token type, usually Bearer."},
-			"expires_at":   {Type: framework.TypeString, Description: "When the token expires (RFC 3339)."},
-			"expires_in":   {Type: framework.TypeInt, Description: "Seconds the token has left."},
-			"scope":        {Type: framework.TypeString, Description: "Scope the provider granted."},
-			"id_token":     {Type: framework.TypeString, Description: "OpenID Connect ID token, when the provider sent one."},
-		},
+		Type:   secretAccessTokenType,
+		Fields: accessTokenFields,
 		// Many readers share one token: ending one reader's lease must not end the token for
 		// the others, so revocation is local to Vault.
 		Revoke: func(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
 			return nil, nil
 		},
 	}
+}
+
+// accessTokenFields is what a creds read answers.
+var accessTokenFields = map[string]*framework.FieldSchema{
+	"access_token": {Type: framework.TypeString, Description: "OAuth 2.0 access token."},
+	"token_type":   {Type: framework.TypeString, Description: "Token type, usually Bearer."},
+	"expires_at":   {Type: framework.TypeString, Description: "When the token expires (RFC 3339)."},
+	"expires_in":   {Type: framework.TypeInt, Description: "Seconds the token has left."},
+	"scope":        {Type: framework.TypeString, Description: "Scope the provider granted."},
+	"id_token":     {Type: framework.TypeString, Description: "OpenID Connect ID token, when the provider sent one."},
 }
 
 const pathCredsHelpSyn = `Read a valid access token for the role.`

@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -11,7 +12,7 @@ import (
 
 func pathRoles(b *backend) []*framework.Path {
 	fields := map[string]*framework.FieldSchema{
-		"name":                {Type: framework.TypeString, Required: true, Description: "Name of the role."},
+		"name":                nameField,
 		"grant_type":          {Type: framework.TypeString, Default: grantClientCredentials, Description: "Grant to perform: " + strings.Join(supportedGrants, ", ") + "."},
 		"scopes":              {Type: framework.TypeCommaStringSlice, Description: "Scopes to request, comma-separated; sent space-separated as scope."},
 		"audience":            {Type: framework.TypeString, Description: "Value of the audience parameter sent to the token endpoint."},
@@ -43,7 +44,9 @@ func pathRoles(b *backend) []*framework.Path {
 				OperationSuffix: "roles",
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ListOperation: &framework.PathOperation{Callback: b.pathRolesList},
+				logical.ListOperation: operation("List the roles.", b.pathRolesList, http.StatusOK, map[string]*framework.FieldSchema{
+					"keys": {Type: framework.TypeStringSlice, Description: "Role names."},
+				}),
 			},
 			HelpSynopsis:    pathRolesListHelpSyn,
 			HelpDescription: pathRolesListHelpDesc,
@@ -57,10 +60,10 @@ func pathRoles(b *backend) []*framework.Path {
 			},
 			Fields: fields,
 			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation:   &framework.PathOperation{Callback: b.pathRoleRead},
-				logical.CreateOperation: &framework.PathOperation{Callback: b.pathRoleWrite, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true},
-				logical.UpdateOperation: &framework.PathOperation{Callback: b.pathRoleWrite, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true},
-				logical.DeleteOperation: &framework.PathOperation{Callback: b.pathRoleDelete, ForwardPerformanceStandby: true, ForwardPerformanceSecondary: true},
+				logical.ReadOperation:   operation("Read a role (secrets show only whether they are set).", b.pathRoleRead, http.StatusOK, roleReadFields),
+				logical.CreateOperation: forwarded(operation("Create a role.", b.pathRoleWrite, http.StatusNoContent, nil)),
+				logical.UpdateOperation: forwarded(operation("Update a role; fields not given keep their values.", b.pathRoleWrite, http.StatusNoContent, nil)),
+				logical.DeleteOperation: forwarded(operation("Delete a role and its cached tokens.", b.pathRoleDelete, http.StatusNoContent, nil)),
 			},
 			ExistenceCheck:  b.pathRoleExists,
 			HelpSynopsis:    pathRoleHelpSyn,
@@ -87,11 +90,7 @@ func (b *backend) pathRolesList(ctx context.Context, req *logical.Request, _ *fr
 }
 
 func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	if err := validateRoleName(name); err != nil {
-		return errorResponse(err)
-	}
-	role, err := b.role(ctx, req.Storage, name)
+	role, err := b.role(ctx, req.Storage, d.Get("name").(string))
 	if err != nil || role == nil {
 		return nil, err
 	}
@@ -123,12 +122,6 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 
 func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if err := validateRoleName(name); err != nil {
-		return errorResponse(err)
-	}
-	if err := rejectUnknownFields(req, d); err != nil {
-		return errorResponse(err)
-	}
 	cfg, err := b.config(ctx, req.Storage)
 	if err != nil {
 		return nil, err
@@ -177,9 +170,6 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	if err := validateRoleName(name); err != nil {
-		return errorResponse(err)
-	}
 	lock := b.roleLock(name)
 	lock.Lock()
 	defer lock.Unlock()
@@ -202,17 +192,11 @@ type roleTarget struct {
 	cfg *configEntry
 }
 
-// loadRoleTarget checks a per-role request (name, fields) and loads the role and the config,
-// which must exist when needConfig is set. Bad input, an unknown role and a missing config are
-// for errorResponse to report; anything else is storage failing.
+// loadRoleTarget loads the role a request names and the config, which must exist when
+// needConfig is set. An unknown role and a missing config are for errorResponse to report;
+// anything else is storage failing.
 func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *framework.FieldData, needConfig bool) (*roleTarget, error) {
 	name := d.Get("name").(string)
-	if err := validateRoleName(name); err != nil {
-		return nil, err
-	}
-	if err := rejectUnknownFields(req, d); err != nil {
-		return nil, err
-	}
 	role, err := b.role(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -228,6 +212,37 @@ func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *f
 		return nil, errNoConfig
 	}
 	return &roleTarget{name: name, role: role, cfg: cfg}, nil
+}
+
+// roleReadFields is what a role read answers.
+var roleReadFields = map[string]*framework.FieldSchema{
+	"grant_type":               {Type: framework.TypeString, Description: "Grant the role performs."},
+	"scopes":                   {Type: framework.TypeStringSlice, Description: "Scopes requested."},
+	"audience":                 {Type: framework.TypeString, Description: "audience parameter."},
+	"resource":                 {Type: framework.TypeStringSlice, Description: "RFC 8707 resource indicators."},
+	"token_params":             {Type: framework.TypeKVPairs, Description: "Extra token request parameters."},
+	"secret_token_param_names": {Type: framework.TypeStringSlice, Description: "Names of the secret token request parameters."},
+	"username":                 {Type: framework.TypeString, Description: "password grant: username."},
+	"password_set":             {Type: framework.TypeBool, Description: "Whether a password is set."},
+	"refresh_token_set":        {Type: framework.TypeBool, Description: "Whether a refresh token was imported."},
+	"assertion_key_set":        {Type: framework.TypeBool, Description: "Whether an assertion key is set."},
+	"assertion_alg":            {Type: framework.TypeString, Description: "Assertion JWS alg."},
+	"assertion_kid":            {Type: framework.TypeString, Description: "Assertion kid."},
+	"assertion_issuer":         {Type: framework.TypeString, Description: "Assertion iss."},
+	"assertion_subject":        {Type: framework.TypeString, Description: "Assertion sub."},
+	"assertion_audience":       {Type: framework.TypeString, Description: "Assertion aud."},
+	"assertion_ttl":            {Type: framework.TypeInt, Description: "Assertion lifetime (seconds)."},
+	"assertion_claims":         {Type: framework.TypeMap, Description: "Extra assertion claims."},
+	"default_ttl":              {Type: framework.TypeInt, Description: "Lifetime assumed without expires_in (seconds)."},
+	"max_ttl":                  {Type: framework.TypeInt, Description: "Upper bound on a creds lease (seconds)."},
+	"client_id":                {Type: framework.TypeString, Description: "Client ID overriding the config's."},
+	"client_secret_set":        {Type: framework.TypeBool, Description: "Whether the role sets a client secret."},
+	"auth_method":              {Type: framework.TypeString, Description: "Client authentication overriding the config's."},
+	"client_key_set":           {Type: framework.TypeBool, Description: "Whether the role sets a private_key_jwt key."},
+	"client_key_alg":           {Type: framework.TypeString, Description: "JWS alg of the role's key."},
+	"client_key_kid":           {Type: framework.TypeString, Description: "kid of the role's key."},
+	"refresh_buffer":           {Type: framework.TypeInt, Description: "Refresh buffer the role sets (seconds)."},
+	"refresh_fraction":         {Type: framework.TypeFloat, Description: "Refresh fraction the role sets."},
 }
 
 const pathRolesListHelpSyn = `List the roles.`

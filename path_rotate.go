@@ -3,6 +3,8 @@ package oauth
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/http"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -18,16 +20,11 @@ func pathRotate(b *backend) *framework.Path {
 			OperationSuffix: "role-token",
 		},
 		Fields: map[string]*framework.FieldSchema{
-			"name":            {Type: framework.TypeString, Required: true, Description: "Name of the role."},
+			"name":            nameField,
 			"revoke_previous": {Type: framework.TypeBool, Description: "Revoke the replaced access token at the provider (RFC 7009). Default: true for roles without a refresh token; false for roles that hold one, because a provider may revoke the whole grant, refresh token included, with its access token."},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback: b.pathRotateWrite,
-				// Calls the provider and writes storage: do it once, on the active node.
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-			},
+			logical.UpdateOperation: forwarded(operation("Replace the role's cached token with a new one now.", b.pathRotateWrite, http.StatusOK, rotateFields)),
 		},
 		HelpSynopsis:    pathRotateHelpSyn,
 		HelpDescription: pathRotateHelpDesc,
@@ -57,7 +54,7 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 		return grantErrorResponse(out.err)
 	}
 
-	resp := &logical.Response{Data: b.refreshStatus(name, role, out.token, cfg)}
+	resp := &logical.Response{Data: b.roleStatus(name, role, out.token, cfg)}
 	revoke, asked := d.GetOk("revoke_previous")
 	revoked := false
 	switch {
@@ -97,6 +94,13 @@ func (b *backend) revokeOld(ctx context.Context, cfg *configEntry, role *roleEnt
 	})
 	return err == nil, err
 }
+
+// rotateFields is what a rotate answers: the role's new status.
+var rotateFields = func() map[string]*framework.FieldSchema {
+	fields := maps.Clone(statusFields)
+	fields["previous_token_revoked"] = &framework.FieldSchema{Type: framework.TypeBool, Description: "Whether the replaced access token was revoked at the provider."}
+	return fields
+}()
 
 const pathRotateHelpSyn = `Replace the role's cached token with a new one now.`
 

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -16,10 +17,10 @@ func pathRoleStatus(b *backend) *framework.Path {
 			OperationSuffix: "role-status",
 		},
 		Fields: map[string]*framework.FieldSchema{
-			"name": {Type: framework.TypeString, Required: true, Description: "Name of the role."},
+			"name": nameField,
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.ReadOperation: &framework.PathOperation{Callback: b.pathRoleStatusRead},
+			logical.ReadOperation: operation("Read the refresh state of the role's token (never the token).", b.pathRoleStatusRead, http.StatusOK, statusFields),
 		},
 		HelpSynopsis:    pathRoleStatusHelpSyn,
 		HelpDescription: pathRoleStatusHelpDesc,
@@ -35,11 +36,11 @@ func (b *backend) pathRoleStatusRead(ctx context.Context, req *logical.Request, 
 	if err != nil {
 		return nil, err
 	}
-	return &logical.Response{Data: b.refreshStatus(target.name, target.role, tok, target.cfg)}, nil
+	return &logical.Response{Data: b.roleStatus(target.name, target.role, tok, target.cfg)}, nil
 }
 
-// refreshStatus describes the role's token and refresh state, never the token itself.
-func (b *backend) refreshStatus(name string, role *roleEntry, tok *tokenEntry, cfg *configEntry) map[string]any {
+// roleStatus describes the role's token and refresh state, never the token itself.
+func (b *backend) roleStatus(name string, role *roleEntry, tok *tokenEntry, cfg *configEntry) map[string]any {
 	now := b.now()
 	if tok == nil {
 		tok = &tokenEntry{}
@@ -63,6 +64,19 @@ func (b *backend) refreshStatus(name string, role *roleEntry, tok *tokenEntry, c
 		data["next_refresh"] = rfc3339(laterOf(plan.at, now))
 	}
 	return data
+}
+
+// statusFields is what a status read answers.
+var statusFields = map[string]*framework.FieldSchema{
+	"expires_at":           {Type: framework.TypeString, Description: "When the cached token expires (RFC 3339)."},
+	"expires_in":           {Type: framework.TypeInt, Description: "Seconds the cached token has left."},
+	"last_refresh":         {Type: framework.TypeString, Description: "When the cached token was obtained."},
+	"next_refresh":         {Type: framework.TypeString, Description: "When the refresher next replaces it (empty: replaced on read)."},
+	"last_error":           {Type: framework.TypeString, Description: "The last failure, without secrets."},
+	"last_error_at":        {Type: framework.TypeString, Description: "When it happened."},
+	"consecutive_failures": {Type: framework.TypeInt, Description: "Failures since the last success."},
+	"grants":               {Type: framework.TypeInt, Description: "Tokens obtained so far."},
+	"failures":             {Type: framework.TypeInt, Description: "Failed attempts so far."},
 }
 
 const pathRoleStatusHelpSyn = `Read the refresh state of a role's token.`

@@ -64,16 +64,17 @@ type refresher struct {
 	rescheduled map[string]bool
 	// ticking lets one tick run at a time.
 	ticking sync.Mutex
-	// stop ends ticks when the backend is cleaned up.
-	stop   context.Context
-	cancel context.CancelFunc
+	// stopped is closed when the backend is cleaned up: ticks end.
+	stopped  chan struct{}
+	stopOnce sync.Once
 }
 
 func newRefresher() *refresher {
-	r := &refresher{}
-	r.stop, r.cancel = context.WithCancel(context.Background())
-	return r
+	return &refresher{stopped: make(chan struct{})}
 }
+
+// stop ends the refresher's ticks for good.
+func (r *refresher) stop() { r.stopOnce.Do(func() { close(r.stopped) }) }
 
 // current returns the queue, or nil while none is built.
 func (r *refresher) current() *refreshQueue {
@@ -148,7 +149,7 @@ func (b *backend) plan(name string, role *roleEntry, tok *tokenEntry, cfg *confi
 		tok = &stale
 	}
 	plan := planRefresh(name, tok, effectivePolicy(role, cfg))
-	if _, pending := b.unsaved.Load(name); pending {
+	if _, unsaved := b.unsaved.Load(name); unsaved {
 		plan.at, plan.onRead = time.Time{}, false
 	}
 	return plan
@@ -162,7 +163,7 @@ func (b *backend) reschedule(ctx context.Context, s logical.Storage, name string
 	if q == nil {
 		return
 	}
-	role, tok, cfg, err := b.peekRole(ctx, s, name)
+	role, tok, cfg, err := b.roleState(ctx, s, name)
 	switch {
 	case err != nil:
 		// The next tick looks again.
@@ -191,8 +192,8 @@ func (b *backend) recheck(name string) {
 	}
 }
 
-// peekRole reads a role, its newest token and the config.
-func (b *backend) peekRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, *tokenEntry, *configEntry, error) {
+// roleState reads a role, its newest token and the config.
+func (b *backend) roleState(ctx context.Context, s logical.Storage, name string) (*roleEntry, *tokenEntry, *configEntry, error) {
 	role, err := b.role(ctx, s, name)
 	if err != nil || role == nil {
 		return nil, nil, nil, err
@@ -219,12 +220,20 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		return nil
 	}
 	defer b.refresher.ticking.Unlock()
-	if b.refresher.stop.Err() != nil {
+	select {
+	case <-b.refresher.stopped:
 		return nil
+	default:
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer context.AfterFunc(b.refresher.stop, cancel)()
+	go func() {
+		select {
+		case <-b.refresher.stopped:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 
 	cfg, err := b.config(ctx, req.Storage)
 	if err != nil {
@@ -291,7 +300,7 @@ func (b *backend) refreshAll(ctx context.Context, s logical.Storage, cfg *config
 func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name string) {
 	// Even when the tick is cancelled, the role goes back to the queue.
 	defer b.reschedule(context.WithoutCancel(ctx), s, name)
-	role, tok, cfg, err := b.peekRole(ctx, s, name)
+	role, tok, cfg, err := b.roleState(ctx, s, name)
 	if err != nil || role == nil || cfg == nil {
 		return
 	}

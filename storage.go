@@ -212,7 +212,7 @@ func (b *backend) storeToken(ctx context.Context, s logical.Storage, name string
 	case errors.Is(err, errRoleChanged):
 		return err
 	case err != nil:
-		return b.holdUnsaved(name, next, err)
+		return b.keepUnsaved(name, next, err)
 	case next.Binding == bd.access:
 		return b.putToken(ctx, s, name, next)
 	}
@@ -237,7 +237,7 @@ func (b *backend) storeToken(ctx context.Context, s logical.Storage, name string
 // under the role's lock.
 func (b *backend) putToken(ctx context.Context, s logical.Storage, name string, tok *tokenEntry) error {
 	if err := putJSON(ctx, s, tokenPrefix+name, tok); err != nil {
-		return b.holdUnsaved(name, tok, err)
+		return b.keepUnsaved(name, tok, err)
 	}
 	b.unsaved.Delete(name)
 	b.cache.tokens.set(name, tok)
@@ -245,9 +245,9 @@ func (b *backend) putToken(ctx context.Context, s logical.Storage, name string, 
 	return nil
 }
 
-// holdUnsaved keeps a token storage refused, marked with the failure so that the role's status
+// keepUnsaved keeps a token storage refused, marked with the failure so that the role's status
 // tells the operator its (possibly rotated) refresh token exists only in memory until stored.
-func (b *backend) holdUnsaved(name string, next *tokenEntry, cause error) error {
+func (b *backend) keepUnsaved(name string, next *tokenEntry, cause error) error {
 	err := fmt.Errorf("the new token could not be stored (kept in memory, storing is retried): %w", cause)
 	held := *next
 	held.LastError = err.Error()

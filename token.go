@@ -63,6 +63,19 @@ func (t *tokenEntry) servable(bd tokenBinding, now time.Time) time.Duration {
 	return t.remaining(now)
 }
 
+// standing is how the access token stands for bd under policy p: the time it may still be
+// served, and the threshold below which it is replaced.
+func (t *tokenEntry) standing(bd tokenBinding, p refreshPolicy, now time.Time) (left, threshold time.Duration) {
+	return t.servable(bd, now), refreshThreshold(p, t.lifetime())
+}
+
+// serves reports whether the access token may answer a caller who needs minLeft: it was obtained
+// for bd and has more than minLeft and its refresh threshold left.
+func (t *tokenEntry) serves(bd tokenBinding, p refreshPolicy, minLeft time.Duration, now time.Time) bool {
+	left, threshold := t.standing(bd, p, now)
+	return left > max(minLeft, threshold)
+}
+
 // refreshTokenFor is the refresh token that may be used for bd, and whether a refresh token of
 // the same chain exists but may not be sent (it was issued to another client or provider).
 func (t *tokenEntry) refreshTokenFor(bd tokenBinding) (token string, stranded bool) {
