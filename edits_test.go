@@ -316,7 +316,7 @@ func TestNonPositiveExpiresInIsRefused(t *testing.T) {
 			b, s := configured(t, p)
 			p.Intercept = func(w http.ResponseWriter, _ *http.Request) bool {
 				w.Header().Set("Content-Type", "application/json")
-				fmt.Fprintf(w, `{"access_token":"at","token_type":"Bearer","expires_in":%s}`, v)
+				_, _ = fmt.Fprintf(w, `{"access_token":"at","token_type":"Bearer","expires_in":%s}`, v)
 				return true
 			}
 			resp, err := requestErr(b, s, logical.ReadOperation, "creds/app", nil)
@@ -338,10 +338,9 @@ func TestRefreshFloorAndZeroOverride(t *testing.T) {
 		t.Fatalf("zero refresh settings give a threshold of %s, want %s", th, minRefreshLeft)
 	}
 	cfg := &configEntry{refreshPolicy: refreshPolicy{RefreshBuffer: 30 * time.Minute, RefreshFraction: 0.5}}
-	role := &roleEntry{}
 	b, s := newTestBackend(t)
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/r", map[string]any{"refresh_buffer": 0, "refresh_fraction": 0.1}))
-	role, _ = b.role(context.Background(), s, "r")
+	role, _ := b.role(context.Background(), s, "r")
 	if p := effectivePolicy(role, cfg); p.RefreshBuffer != 0 || p.RefreshFraction != 0.1 {
 		t.Fatalf("the role's explicit 0 should override the config's buffer: %+v", p)
 	}

@@ -28,7 +28,7 @@ var errRoleChanged = errors.New("the role or the config was changed or deleted w
 // errStrandedRefreshToken: the role's refresh token belongs to the client or provider the config
 // named before. It is kept, never sent elsewhere.
 var errStrandedRefreshToken = errors.New("the role's refresh token was issued to another client ID or provider than the config now names, and is not sent there: " +
-	"restore the config's client_id / issuer / token_url, or import a refresh token for the new one with vault write <mount>/roles/<name> refresh_token=...")
+	"restore the config's client_id / issuer / token_url, or import a refresh token for the new one with vault write <mount>/roles/<name> refresh_token=@file")
 
 var errClosing = errors.New("the plugin is shutting down or reloading; read again")
 

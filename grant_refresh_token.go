@@ -24,7 +24,7 @@ var refreshTokenFlow = grantFlow{
 		}
 		tok, err := g.client.Exchange(ctx, withRefreshToken(g.req, cmp.Or(g.refreshToken, g.role.RefreshToken)))
 		if isInvalidGrant(err) {
-			return nil, fmt.Errorf("%w; the refresh token is no longer accepted: import a new one with vault write <mount>/roles/<name> refresh_token=...", err)
+			return nil, fmt.Errorf("%w; the refresh token is no longer accepted: import a new one with vault write <mount>/roles/<name> refresh_token=@file", err)
 		}
 		return tok, err
 	},

@@ -10,6 +10,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -30,7 +31,7 @@ func main() {
 	}
 }
 
-func run() error {
+func run() (err error) {
 	upstream := flag.String("upstream", "", "provider base URL to forward to (required)")
 	listen := flag.String("listen", "127.0.0.1:0", "loopback address for the proxied traffic")
 	control := flag.String("control", "127.0.0.1:0", "loopback address for the control API")
@@ -55,7 +56,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer proxy.Close()
+	defer func() { err = errors.Join(err, proxy.Close()) }()
 	if *caFile != "" {
 		if proxy.CAPEM() == "" {
 			return fmt.Errorf("-ca-file needs -tls")
@@ -75,7 +76,7 @@ func run() error {
 	}
 	srv := &http.Server{Handler: proxy.ControlHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	defer func() { err = errors.Join(err, srv.Close()) }()
 
 	if err := json.NewEncoder(os.Stdout).Encode(map[string]string{
 		"proxy_url":   proxy.URL(),

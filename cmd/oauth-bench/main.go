@@ -77,6 +77,15 @@ func main() {
 		os.Exit(2)
 	}
 
+	if err := runAndReport(o); err != nil {
+		fmt.Fprintln(os.Stderr, "oauth-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// runAndReport runs the phases until done or interrupted, and prints and writes what they
+// measured.
+func runAndReport(o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	rep, err := run(ctx, o)
@@ -87,10 +96,7 @@ func main() {
 			err = werr
 		}
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "oauth-bench:", err)
-		os.Exit(1)
-	}
+	return err
 }
 
 func (o *options) validate() error {

@@ -22,7 +22,7 @@ func readMem(pid int) (memInfo, error) {
 	if err != nil {
 		return memInfo{}, err
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read-only: closing it cannot lose anything
 	m := memInfo{pid: pid}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

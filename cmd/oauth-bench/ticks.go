@@ -56,7 +56,7 @@ func (l *tickLog) next() ([]tickEvent, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read-only: closing it cannot lose anything
 	if _, err := f.Seek(l.off, io.SeekStart); err != nil {
 		return nil, err
 	}

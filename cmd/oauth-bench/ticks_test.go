@@ -42,7 +42,9 @@ func TestTickLogFollowsOneMountsRollbacks(t *testing.T) {
 	if _, err := f.WriteString(vaultLog[cut:]); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	evs, err = l.next()
 	if err != nil {
 		t.Fatal(err)

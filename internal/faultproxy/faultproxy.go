@@ -91,8 +91,9 @@ func (s Scenario) Quirk() bool {
 	switch s {
 	case ExpiresInString, NoExpiresIn, NoTokenType, FormEncoded, LowercaseTokenType:
 		return true
+	default:
+		return false
 	}
-	return false
 }
 
 const (
@@ -460,6 +461,8 @@ func (p *Proxy) inject(s Scenario, w http.ResponseWriter, r *http.Request) {
 	case InvalidClient:
 		w.Header().Set("WWW-Authenticate", `Basic realm="token"`)
 		writeOAuthError(w, http.StatusUnauthorized, "invalid_client")
+	default:
+		// Forwarding scenarios are not injected.
 	}
 }
 
@@ -582,6 +585,8 @@ func rewriteToken(s Scenario, raw []byte) ([]byte, string, error) {
 			form.Set(k, fmt.Sprint(v))
 		}
 		return []byte(form.Encode()), "application/x-www-form-urlencoded", nil
+	default:
+		// Not a quirk: the answer is re-encoded unchanged.
 	}
 	out, err := json.Marshal(tok)
 	return out, "application/json", err

@@ -197,7 +197,11 @@ func TestUpstreamPathPrefixIsKept(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	defer func() {
+		if err := p.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
 	resp, err := http.Post(p.URL()+"/token", "application/x-www-form-urlencoded", nil)
 	if err != nil {
 		t.Fatal(err)

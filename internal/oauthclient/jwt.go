@@ -158,6 +158,8 @@ func checkAlg(key any, alg jose.SignatureAlgorithm) error {
 				return &KeyError{Msg: fmt.Sprintf("RSA key has %d bits; at least 2048 are needed", k.N.BitLen())}
 			}
 			return nil
+		default:
+			// Not an RSA algorithm: refused below.
 		}
 	case *ecdsa.PrivateKey:
 		want := map[jose.SignatureAlgorithm]elliptic.Curve{jose.ES256: elliptic.P256(), jose.ES384: elliptic.P384(), jose.ES512: elliptic.P521()}

@@ -111,7 +111,7 @@ func (p *Provider) jwtBearerGrant(client *Client, r *http.Request) (string, *oau
 	if issuer == nil || issuer.ID != client.ID {
 		return "", &oauthError{"invalid_grant", "assertion issuer is not trusted"}
 	}
-	var key any = issuer.PublicKey
+	key := issuer.PublicKey
 	if tok.Headers[0].Algorithm[0] == 'H' {
 		key = []byte(issuer.Secret)
 	}
