@@ -33,6 +33,7 @@ type backend struct {
 
 	// refresher replaces tokens in the background before reads would have to wait for one.
 	refresher *refresher
+	metrics   *metrics
 	// grantsOpen lets clean wait for the grants under way and refuses new ones after it.
 	grantsOpen gate
 
@@ -61,6 +62,7 @@ func newBackend(clk clock, newClient func(caPEM string, timeout time.Duration) (
 	b := &backend{
 		roleLocks: locksutil.CreateLocks(),
 		cache:     newEntryCache(),
+		metrics:   newMetrics(),
 		refresher: newRefresher(),
 		clock:     clk,
 		newClient: newClient,
@@ -74,7 +76,7 @@ func newBackend(clk clock, newClient func(caPEM string, timeout time.Duration) (
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
-			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b)},
+			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b)},
 		),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,

@@ -30,6 +30,11 @@ type configEntry struct {
 	CAPEM                  string        `json:"ca_pem,omitempty"`
 	Timeout                time.Duration `json:"timeout"`
 	MaxConcurrentRefreshes int           `json:"max_concurrent_refreshes"`
+	// Lease is the roles' default for creds leases; nil means true.
+	Lease *bool `json:"lease,omitempty"`
+	// MetricsRoleLabels puts each role's name on its metrics; nil means true. Off, a mount of
+	// many thousand roles keeps its metrics few.
+	MetricsRoleLabels *bool `json:"metrics_role_labels,omitempty"`
 	refreshPolicy
 }
 
@@ -73,6 +78,8 @@ func (c *configEntry) update(d *framework.FieldData) error {
 	setString(d, "revocation_url", &c.RevocationURL)
 	setString(d, "ca_pem", &c.CAPEM)
 	setDuration(d, "timeout", &c.Timeout)
+	setBool(d, "lease", &c.Lease)
+	setBool(d, "metrics_role_labels", &c.MetricsRoleLabels)
 	if v, ok := d.GetOk("max_concurrent_refreshes"); ok {
 		c.MaxConcurrentRefreshes = v.(int)
 	}

@@ -195,6 +195,14 @@ func setString(d *framework.FieldData, field string, dst *string) {
 	}
 }
 
+// setBool sets *dst when the request has the field; a nil *dst means it was never set.
+func setBool(d *framework.FieldData, field string, dst **bool) {
+	if v, ok := d.GetOk(field); ok {
+		b := v.(bool)
+		*dst = &b
+	}
+}
+
 func setDuration(d *framework.FieldData, field string, dst *time.Duration) {
 	if v, ok := d.GetOk(field); ok {
 		*dst = time.Duration(v.(int)) * time.Second
@@ -268,3 +276,11 @@ func forwarded(op *framework.PathOperation) *framework.PathOperation {
 
 // nameField is the role name in a path.
 var nameField = &framework.FieldSchema{Type: framework.TypeString, Required: true, Description: "Name of the role."}
+
+// boolOr is *p, or def when p is nil.
+func boolOr(p *bool, def bool) bool {
+	if p == nil {
+		return def
+	}
+	return *p
+}

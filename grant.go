@@ -153,7 +153,9 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 		return grantOutcome{err: err}
 	}
 
+	sent := time.Now()
 	tok, err := b.requestToken(ctx, cfg, role, bd, current)
+	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
 	if err != nil {
 		return b.failed(ctx, s, name, bd.access, current, err)
 	}

@@ -19,6 +19,8 @@ func pathConfig(b *backend) *framework.Path {
 		"ca_pem":                   {Type: framework.TypeString, Description: "PEM CA certificates to trust for the provider instead of the system roots."},
 		"timeout":                  {Type: framework.TypeDurationSecond, Default: int(defaultTimeout.Seconds()), Description: "Time limit for one request to the provider, response body included."},
 		"max_concurrent_refreshes": {Type: framework.TypeInt, Default: defaultMaxConcurrentRefreshes, Description: "How many token requests the background refresher may have open at once."},
+		"lease":                    {Type: framework.TypeBool, Default: true, Description: "Default for roles: creds answers are non-renewable leases (true), or carry ttl and rotation_period instead, with no lease (false)."},
+		"metrics_role_labels":      {Type: framework.TypeBool, Default: true, Description: "Label metrics with role names. Turn off for mounts with many thousand roles."},
 	}
 	addClientFields(fields, "Default for roles")
 	addRefreshFields(fields)
@@ -54,6 +56,8 @@ var configReadFields = map[string]*framework.FieldSchema{
 	"ca_pem":                                {Type: framework.TypeString, Description: "CA certificates trusted for the provider."},
 	"timeout":                               {Type: framework.TypeInt, Description: "Time limit for one request to the provider (seconds)."},
 	"max_concurrent_refreshes":              {Type: framework.TypeInt, Description: "Bound on the refresher's simultaneous requests."},
+	"lease":                                 {Type: framework.TypeBool, Description: "Roles' default: creds answers are leases."},
+	"metrics_role_labels":                   {Type: framework.TypeBool, Description: "Whether metrics carry role names."},
 	"token_endpoint_auth_methods_supported": {Type: framework.TypeStringSlice, Description: "Client authentication methods the provider's metadata lists."},
 	"client_id":                             {Type: framework.TypeString, Description: "Default client ID for roles."},
 	"client_secret_set":                     {Type: framework.TypeBool, Description: "Whether a default client secret is set."},
@@ -84,6 +88,8 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		"ca_pem":                   cfg.CAPEM,
 		"timeout":                  int64(cfg.Timeout.Seconds()),
 		"max_concurrent_refreshes": cfg.MaxConcurrentRefreshes,
+		"lease":                    boolOr(cfg.Lease, true),
+		"metrics_role_labels":      boolOr(cfg.MetricsRoleLabels, true),
 	}
 	cfg.clientCredentials.describe(data)
 	cfg.refreshPolicy.describe(data)

@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"time"
 
@@ -28,7 +29,7 @@ func pathCreds(b *backend) *framework.Path {
 		Operations: map[logical.Operation]framework.OperationHandler{
 			// Not forwarded as a whole: standbys answer cache hits themselves, and a miss
 			// returns ErrReadOnly there, which makes Vault forward that request.
-			logical.ReadOperation: operation("Read a valid access token for the role, as a lease.", b.pathCredsRead, http.StatusOK, accessTokenFields),
+			logical.ReadOperation: operation("Read a valid access token for the role, as a lease (or with ttl and rotation_period for lease=false roles).", b.pathCredsRead, http.StatusOK, credsFields),
 		},
 		HelpSynopsis:    pathCredsHelpSyn,
 		HelpDescription: pathCredsHelpDesc,
@@ -55,7 +56,8 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 			return nil, err
 		}
 		if tok.serves(b.cache.binding(name, role, cfg), effectivePolicy(role, cfg), minLeft, b.now()) {
-			return b.credsResponse(name, role, tok), nil
+			b.metrics.observeRead(roleLabel(name, cfg), readHit)
+			return b.credsResponse(name, role, cfg, tok), nil
 		}
 	}
 
@@ -65,9 +67,15 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	out := b.obtainToken(ctx, req.Storage, name, minLeft, byRead)
 	if out.token == nil {
+		b.metrics.observeRead(roleLabel(name, cfg), readError)
 		return grantErrorResponse(out.err)
 	}
-	resp := b.credsResponse(name, role, out.token)
+	result := readMiss
+	if out.err != nil {
+		result = readStale
+	}
+	b.metrics.observeRead(roleLabel(name, cfg), result)
+	resp := b.credsResponse(name, role, cfg, out.token)
 	if out.err != nil {
 		resp.AddWarning(fmt.Sprintf("serving the cached token, which expires at %s: obtaining a new one failed: %v", rfc3339(out.token.ExpiresAt), out.err))
 	}
@@ -80,8 +88,9 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	return resp, nil
 }
 
-// credsResponse is the lease: non-renewable, lasting exactly as long as the token (or max_ttl).
-func (b *backend) credsResponse(name string, role *roleEntry, tok *tokenEntry) *logical.Response {
+// credsResponse is a non-renewable lease lasting exactly as long as the token (or max_ttl), or,
+// for a role without leases, the same data with the times Vault Agent needs to read it again.
+func (b *backend) credsResponse(name string, role *roleEntry, cfg *configEntry, tok *tokenEntry) *logical.Response {
 	left := tok.remaining(b.now())
 	ttl := left
 	if role.MaxTTL > 0 {
@@ -97,11 +106,31 @@ func (b *backend) credsResponse(name string, role *roleEntry, tok *tokenEntry) *
 	if tok.IDToken != "" {
 		data["id_token"] = tok.IDToken
 	}
+	if !role.leased(cfg) {
+		data["ttl"], data["rotation_period"] = rotationTimes(left, tok.lifetime(), refreshThreshold(effectivePolicy(role, cfg), tok.lifetime()))
+		return &logical.Response{Data: data}
+	}
 	resp := b.Secret(secretAccessTokenType).Response(data, map[string]any{"role": name})
 	resp.Secret.TTL = ttl
 	resp.Secret.MaxTTL = ttl
 	resp.Secret.Renewable = false
 	return resp
+}
+
+// staleRereadAfter is the ttl of a token served below its refresh threshold (the provider is
+// failing): Agent comes back soon, not every second.
+const staleRereadAfter = 10 * time.Second
+
+// rotationTimes are the ttl and rotation_period of a lease-less answer, in whole seconds. Vault
+// Agent reads such a secret again ttl + 1 s later; ttl ends when the token falls to its refresh
+// threshold, by which time the refresher has replaced it or the read replaces it, so every
+// rendered token has at least its threshold left. rotation_period is how often a new token comes.
+func rotationTimes(left, lifetime, threshold time.Duration) (ttl, period int64) {
+	next := left - threshold
+	if next <= 0 {
+		next = min(left, staleRereadAfter)
+	}
+	return int64(next.Seconds()), max(int64((lifetime - threshold).Seconds()), 1)
 }
 
 func secretAccessToken(b *backend) *framework.Secret {
@@ -125,6 +154,15 @@ var accessTokenFields = map[string]*framework.FieldSchema{
 	"scope":        {Type: framework.TypeString, Description: "Scope the provider granted."},
 	"id_token":     {Type: framework.TypeString, Description: "OpenID Connect ID token, when the provider sent one."},
 }
+
+// credsFields is what a creds read answers: the token, and for lease-less roles the rotation
+// times.
+var credsFields = func() map[string]*framework.FieldSchema {
+	fields := maps.Clone(accessTokenFields)
+	fields["ttl"] = &framework.FieldSchema{Type: framework.TypeInt, Description: "lease=false: seconds until the plugin will have replaced this token."}
+	fields["rotation_period"] = &framework.FieldSchema{Type: framework.TypeInt, Description: "lease=false: seconds between two tokens of the role."}
+	return fields
+}()
 
 const pathCredsHelpSyn = `Read a valid access token for the role.`
 

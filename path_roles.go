@@ -32,6 +32,7 @@ func pathRoles(b *backend) []*framework.Path {
 		"assertion_claims":    {Type: framework.TypeString, Description: "jwt_bearer grant: extra claims, as a JSON object."},
 		"default_ttl":         {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose response has no expires_in (default 1h)."},
 		"max_ttl":             {Type: framework.TypeDurationSecond, Description: "Upper bound on a creds lease, whatever the token's lifetime (0: no bound)."},
+		"lease":               {Type: framework.TypeBool, Description: "creds answers are non-renewable leases (true), or carry ttl and rotation_period instead, with no lease (false). Default: the config's lease."},
 	}
 	addClientFields(fields, "Overrides the config's")
 	addRefreshFields(fields)
@@ -114,6 +115,7 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"assertion_claims":         role.AssertionClaims,
 		"default_ttl":              int64(role.DefaultTTL.Seconds()),
 		"max_ttl":                  int64(role.MaxTTL.Seconds()),
+		"lease":                    role.Lease,
 	}
 	role.clientCredentials.describe(data)
 	role.refreshPolicy.describe(data)
@@ -235,6 +237,7 @@ var roleReadFields = map[string]*framework.FieldSchema{
 	"assertion_claims":         {Type: framework.TypeMap, Description: "Extra assertion claims."},
 	"default_ttl":              {Type: framework.TypeInt, Description: "Lifetime assumed without expires_in (seconds)."},
 	"max_ttl":                  {Type: framework.TypeInt, Description: "Upper bound on a creds lease (seconds)."},
+	"lease":                    {Type: framework.TypeBool, Description: "Whether creds answers are leases; null: the config's default."},
 	"client_id":                {Type: framework.TypeString, Description: "Client ID overriding the config's."},
 	"client_secret_set":        {Type: framework.TypeBool, Description: "Whether the role sets a client secret."},
 	"auth_method":              {Type: framework.TypeString, Description: "Client authentication overriding the config's."},

@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -49,6 +50,24 @@ func (q *refreshQueue) popDue(until int64) []*queue.Item {
 		}
 		due = append(due, item)
 	}
+}
+
+// stats is the queue's size and the moment its earliest role comes due (zero when none will:
+// an empty queue, or only roles that reads replace).
+func (q *refreshQueue) stats() (size int, earliest time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	item, err := q.pq.Pop()
+	if err != nil {
+		return 0, time.Time{}
+	}
+	// Push fails only on a duplicate key, and this one was just popped.
+	_ = q.pq.Push(item)
+	// Roles planned "at the next tick" (priority before 1970) say nothing of how late it is.
+	if item.Priority > 0 && item.Priority != math.MaxInt64 {
+		earliest = time.UnixMilli(item.Priority)
+	}
+	return q.pq.Len(), earliest
 }
 
 // refresher is the backend's background refresh state.
@@ -246,8 +265,10 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 	if err := b.ensureQueue(ctx, req.Storage, cfg); err != nil {
 		return err
 	}
+	start := time.Now()
 	due := b.refresher.current().popDue(b.now().UnixMilli())
 	b.refreshAll(ctx, req.Storage, cfg, due)
+	b.metrics.tickSeconds.Observe(time.Since(start).Seconds())
 	return nil
 }
 

@@ -45,6 +45,8 @@ type roleEntry struct {
 
 	DefaultTTL time.Duration `json:"default_ttl"`
 	MaxTTL     time.Duration `json:"max_ttl"`
+	// Lease says whether creds answers are leases; nil takes the config's.
+	Lease *bool `json:"lease,omitempty"`
 	refreshPolicy
 	// RefreshOverrides names the refresh settings the role sets itself, even to 0; the others
 	// come from the config. (Roles stored before it override with every non-zero setting.)
@@ -99,6 +101,7 @@ func (r *roleEntry) update(d *framework.FieldData) error {
 	}
 	setDuration(d, "default_ttl", &r.DefaultTTL)
 	setDuration(d, "max_ttl", &r.MaxTTL)
+	setBool(d, "lease", &r.Lease)
 	r.refreshPolicy.update(d)
 	for _, f := range []string{"refresh_buffer", "refresh_fraction"} {
 		if _, ok := d.GetOk(f); ok && !slices.Contains(r.RefreshOverrides, f) {
@@ -239,4 +242,17 @@ func randomID() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(buf[:]), nil
+}
+
+// leased reports whether the role's creds answers are leases: its own setting, else the config's,
+// else true.
+func (r *roleEntry) leased(cfg *configEntry) bool {
+	switch {
+	case r.Lease != nil:
+		return *r.Lease
+	case cfg != nil && cfg.Lease != nil:
+		return *cfg.Lease
+	default:
+		return true
+	}
 }

@@ -112,7 +112,7 @@ func bindingOf(role *roleEntry, cfg *configEntry) tokenBinding {
 	grant.Password, grant.AssertionKey = "", ""
 	grant.RefreshToken = digest(role.RefreshToken)
 	grant.SecretTokenParams = nil
-	grant.DefaultTTL, grant.MaxTTL, grant.refreshPolicy, grant.RefreshOverrides = 0, 0, refreshPolicy{}, nil
+	grant.DefaultTTL, grant.MaxTTL, grant.Lease, grant.refreshPolicy, grant.RefreshOverrides = 0, 0, nil, refreshPolicy{}, nil
 	var endpoint, provider string
 	if cfg != nil {
 		endpoint, provider = cfg.tokenEndpoint(), firstNonEmpty(cfg.Issuer, cfg.tokenEndpoint())

@@ -645,9 +645,10 @@ func testRetryAfterRecovery(t *testing.T) {
 				t.Fatalf("set-up: %s under %s: HTTP %d %q, want 500 naming the Retry-After", r.name, sc, code, msg)
 			}
 		}
+		// The next scenario's roles obtain their cached tokens from a healthy provider.
+		m.setScenario(t, faultproxy.None)
 		roles = append(roles, ofScenario...)
 	}
-	m.setScenario(t, faultproxy.None)
 	for _, r := range roles {
 		r.retryAt = m.holdRead(t, r.creds, r.cached, r.cachedToken, forceGrant)
 		t.Logf("%s: held back until %s (%s from now)", r.name, r.retryAt.Format(time.RFC3339), time.Until(r.retryAt).Round(time.Second))

@@ -140,7 +140,7 @@ func (c *Client) Exchange(ctx context.Context, req TokenRequest) (*Token, error)
 func fromOAuth2(tok *oauth2.Token) (*Token, error) {
 	expiresIn, err := expiresIn(tok)
 	if err != nil {
-		return nil, &Error{Cause: "invalid token response: " + err.Error()}
+		return nil, &Error{Cause: "invalid token response: " + err.Error(), kind: KindInvalidResponse}
 	}
 	return &Token{
 		AccessToken:  tok.AccessToken,

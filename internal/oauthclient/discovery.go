@@ -64,7 +64,8 @@ func (c *Client) fetchMetadata(ctx context.Context, u string) (*Metadata, error)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
-			return nil, fmt.Errorf("discovery: %s", transportCause(ue, u))
+			_, cause := transportCause(ue, u)
+			return nil, fmt.Errorf("discovery: %s", cause)
 		}
 		return nil, fmt.Errorf("discovery: %w", err)
 	}

@@ -3,6 +3,8 @@ package oauthclient
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -28,6 +30,26 @@ type Error struct {
 	RetryAfter time.Duration
 	// Cause describes a failure that produced no token response (network, TLS, parse).
 	Cause string
+	// kind classifies a failure without a status; see Kind.
+	kind string
+}
+
+// Failure kinds without an HTTP status.
+const (
+	KindTimeout         = "timeout"
+	KindTLS             = "tls"
+	KindNetwork         = "network"
+	KindInvalidResponse = "invalid_response"
+	KindOther           = "other"
+)
+
+// Kind names the failure for metrics: "http_<status>" when the provider answered, else timeout,
+// tls, network, invalid_response or other.
+func (e *Error) Kind() string {
+	if e.StatusCode != 0 {
+		return "http_" + strconv.Itoa(e.StatusCode)
+	}
+	return cmp.Or(e.kind, KindOther)
 }
 
 func (e *Error) Error() string {
@@ -78,16 +100,17 @@ func toError(err error, tokenURL string) *Error {
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return &Error{Cause: transportCause(ue, tokenURL)}
+		kind, cause := transportCause(ue, tokenURL)
+		return &Error{Cause: cause, kind: kind}
 	}
 	// x/oauth2 flattens a body read cut short by the client's timeout (a trickling provider)
 	// into text, with or without net/http's "(Client.Timeout ...)" note.
 	if msg := err.Error(); strings.Contains(msg, "Client.Timeout") || strings.Contains(msg, context.DeadlineExceeded.Error()) {
-		return &Error{Cause: fmt.Sprintf("no answer from %s in time", hostOf(tokenURL))}
+		return &Error{Cause: fmt.Sprintf("no answer from %s in time", hostOf(tokenURL)), kind: KindTimeout}
 	}
 	// x/oauth2's own messages: unparsable body or missing access_token. A JSON error can quote
 	// a provider-sent value of any length (a bad expires_in), so they are clipped.
-	return &Error{Cause: "invalid token response: " + clip(strings.TrimPrefix(err.Error(), "oauth2: "), maxDescription)}
+	return &Error{Cause: "invalid token response: " + clip(strings.TrimPrefix(err.Error(), "oauth2: "), maxDescription), kind: KindInvalidResponse}
 }
 
 // setStatus records the HTTP status and, where RFC 9110 allows one, the Retry-After.
@@ -98,17 +121,23 @@ func (e *Error) setStatus(resp *http.Response) {
 	}
 }
 
-func transportCause(ue *url.Error, tokenURL string) string {
+// transportCause describes a request that got no HTTP answer, and classifies it.
+func transportCause(ue *url.Error, tokenURL string) (kind, cause string) {
 	target := hostOf(tokenURL)
 	var netErr net.Error
+	var certErr *tls.CertificateVerificationError
+	var authorityErr x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
 	switch {
 	case errors.Is(ue.Err, context.DeadlineExceeded) || (errors.As(ue.Err, &netErr) && netErr.Timeout()):
-		return fmt.Sprintf("no answer from %s in time", target)
+		return KindTimeout, fmt.Sprintf("no answer from %s in time", target)
 	case errors.Is(ue.Err, context.Canceled):
-		return fmt.Sprintf("request to %s was cancelled", target)
+		return KindOther, fmt.Sprintf("request to %s was cancelled", target)
+	case errors.As(ue.Err, &certErr), errors.As(ue.Err, &authorityErr), errors.As(ue.Err, &hostErr):
+		return KindTLS, fmt.Sprintf("cannot reach %s: %v", target, ue.Err)
 	}
-	// The inner error names the operation and address (connection refused, TLS, DNS).
-	return fmt.Sprintf("cannot reach %s: %v", target, ue.Err)
+	// The inner error names the operation and address (connection refused, DNS).
+	return KindNetwork, fmt.Sprintf("cannot reach %s: %v", target, ue.Err)
 }
 
 func parseRetryAfter(v string, now time.Time) time.Duration {

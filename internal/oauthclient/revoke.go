@@ -65,7 +65,8 @@ func (c *Client) Revoke(ctx context.Context, req RevocationRequest) error {
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
-			return &Error{Request: revocationRequestName, Cause: transportCause(ue, req.URL)}
+			kind, cause := transportCause(ue, req.URL)
+			return &Error{Request: revocationRequestName, Cause: cause, kind: kind}
 		}
 		return &Error{Request: revocationRequestName, Cause: "cannot reach " + hostOf(req.URL)}
 	}
