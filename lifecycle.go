@@ -17,7 +17,19 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 	if err != nil {
 		return err
 	}
-	return b.buildQueue(ctx, req.Storage, cfg)
+	if err := b.buildQueue(ctx, req.Storage, cfg); err != nil {
+		return err
+	}
+	// Vault's first periodic call comes a minute after the mount starts: on a new leader, or
+	// after a plugin reload, what falls due before then is refreshed now, as a tick would.
+	b.refresher.passes.Add(1)
+	go func() {
+		defer b.refresher.passes.Done()
+		if err := b.refreshDue(context.Background(), req.Storage); err != nil {
+			b.Logger().Warn("the refresh pass at start-up failed; the next tick tries again", "error", err)
+		}
+	}()
+	return nil
 }
 
 // invalidate drops what a replicated or standby write made stale.
@@ -38,6 +50,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 // the old instance must not race the new one with the same refresh token.
 func (b *backend) clean(context.Context) {
 	b.refresher.stop()
+	b.refresher.passes.Wait()
 	b.grantsOpen.close()
 }
 

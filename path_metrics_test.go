@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,25 @@ func TestMetricsShowRefresherQueue(t *testing.T) {
 	initialize(t, e.b, e.s)
 	text := scrape(t, e.b, e.s)
 	mustContain(t, text, "vault_oauth_refresh_queue_roles 1", "vault_oauth_refresh_lag_seconds 0")
+	ticks := metricValue(t, text, "vault_oauth_refresh_tick_duration_seconds_count")
 	e.tick(t)
-	mustContain(t, scrape(t, e.b, e.s), "vault_oauth_refresh_tick_duration_seconds_count 1")
+	if after := metricValue(t, scrape(t, e.b, e.s), "vault_oauth_refresh_tick_duration_seconds_count"); after != ticks+1 {
+		t.Fatalf("a tick moved the tick count from %v to %v", ticks, after)
+	}
+}
+
+// metricValue is the value of the sample named exactly name (with its labels) in text.
+func metricValue(t *testing.T, text, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no sample %s", name)
+	return 0
 }

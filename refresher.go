@@ -83,6 +83,8 @@ type refresher struct {
 	rescheduled map[string]bool
 	// ticking lets one tick run at a time.
 	ticking sync.Mutex
+	// passes counts the refresh passes that initialize started, which clean waits for.
+	passes sync.WaitGroup
 	// stopped is closed when the backend is cleaned up: ticks end.
 	stopped  chan struct{}
 	stopOnce sync.Once
@@ -228,12 +230,17 @@ func (b *backend) roleState(ctx context.Context, s logical.Storage, name string)
 	return role, tok, cfg, nil
 }
 
-// periodicRefresh is the backend's PeriodicFunc: it refreshes, with at most
-// max_concurrent_refreshes requests at once, every role due before the next tick.
+// periodicRefresh is the backend's PeriodicFunc, which Vault calls about once a minute.
 func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) error {
 	if !b.WriteSafeReplicationState() {
 		return nil
 	}
+	return b.refreshDue(ctx, req.Storage)
+}
+
+// refreshDue refreshes, with at most max_concurrent_refreshes requests at once, every role due
+// before the next tick: the work of one tick.
+func (b *backend) refreshDue(ctx context.Context, s logical.Storage) error {
 	if !b.refresher.ticking.TryLock() {
 		// The previous tick is still at work and will reach what is due.
 		return nil
@@ -254,7 +261,7 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		}
 	}()
 
-	cfg, err := b.config(ctx, req.Storage)
+	cfg, err := b.config(ctx, s)
 	if err != nil {
 		return err
 	}
@@ -262,12 +269,12 @@ func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) err
 		// Nothing can be refreshed before the provider is configured.
 		return nil
 	}
-	if err := b.ensureQueue(ctx, req.Storage, cfg); err != nil {
+	if err := b.ensureQueue(ctx, s, cfg); err != nil {
 		return err
 	}
 	start := time.Now()
 	due := b.refresher.current().popDue(b.now().UnixMilli())
-	b.refreshAll(ctx, req.Storage, cfg, due)
+	b.refreshAll(ctx, s, cfg, due)
 	b.metrics.tickSeconds.Observe(time.Since(start).Seconds())
 	return nil
 }

@@ -57,6 +57,8 @@ func initialize(t testing.TB, b *backend, s logical.Storage) {
 	if err := b.Initialize(context.Background(), &logical.InitializationRequest{Storage: s}); err != nil {
 		t.Fatal(err)
 	}
+	// The refresh pass it starts is part of what initializing does.
+	b.refresher.passes.Wait()
 }
 
 // failWith makes the provider answer every token request with status and headers; nil heals it.
@@ -688,5 +690,27 @@ func TestRefresherLeavesFreshNarrowWindowTokenAlone(t *testing.T) {
 	e.tick(t)
 	if e.token(t, "short").AccessToken == first {
 		t.Fatal("a token that would expire before the next tick must be replaced")
+	}
+}
+
+// A mount that starts on the node that may write (a new leader, a plugin reload) refreshes what
+// is due at once: Vault's first periodic call would come only a minute later.
+func TestInitializeRefreshesDueRolesWithoutWaitingForATick(t *testing.T) {
+	e := newRefreshEnv(t, 4)
+	e.addRole(t, "app", map[string]any{"default_ttl": "10m"})
+	e.tick(t)
+	obtained := e.token(t, "app").AccessToken
+	e.clock.Advance(9 * time.Minute)
+
+	restarted := newBackend(e.clock, oauthclient.NewClient)
+	conf := logical.TestBackendConfig()
+	conf.StorageView = e.s
+	if err := restarted.Setup(context.Background(), conf); err != nil {
+		t.Fatal(err)
+	}
+	requests := e.p.Requests()
+	initialize(t, restarted, e.s)
+	if e.p.Requests() != requests+1 || storedToken(t, e.s, "app").AccessToken == obtained {
+		t.Fatal("the due role was not refreshed when the mount started")
 	}
 }
