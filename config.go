@@ -17,6 +17,7 @@ const (
 
 // configEntry is the provider, stored at "config".
 type configEntry struct {
+	entryFormat
 	Issuer        string `json:"issuer,omitempty"`
 	TokenURL      string `json:"token_url,omitempty"`
 	AuthURL       string `json:"auth_url,omitempty"`

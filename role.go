@@ -25,6 +25,7 @@ var reservedClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti"}
 
 // roleEntry is one application's grant, stored at "roles/<name>".
 type roleEntry struct {
+	entryFormat
 	// Incarnation is random per creation: a role deleted and created again under its name
 	// never inherits a token of its previous life.
 	Incarnation string `json:"incarnation,omitempty"`

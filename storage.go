@@ -142,7 +142,22 @@ func getJSON(ctx context.Context, s logical.Storage, key string, out any) (bool,
 	return true, nil
 }
 
+// storageFormat is the format of the entries this build writes. Entries written before formats
+// were recorded (v0.1.0) read as format 0: their tokens carry no bindings and are served as the
+// role's, which is what v0.1.0's role writes kept them.
+const storageFormat = 1
+
+// entryFormat records the storage format an entry was written in, for later migrations.
+type entryFormat struct {
+	Format int `json:"format,omitempty"`
+}
+
+func (f *entryFormat) stamp() { f.Format = storageFormat }
+
 func putJSON(ctx context.Context, s logical.Storage, key string, v any) error {
+	if entry, ok := v.(interface{ stamp() }); ok {
+		entry.stamp()
+	}
 	buf, err := json.Marshal(v)
 	if err != nil {
 		return err

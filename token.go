@@ -9,6 +9,7 @@ import (
 
 // tokenEntry is a role's cached token and its refresh bookkeeping, stored at "tokens/<name>".
 type tokenEntry struct {
+	entryFormat
 	AccessToken string    `json:"access_token,omitempty"`
 	TokenType   string    `json:"token_type,omitempty"`
 	IDToken     string    `json:"id_token,omitempty"`
@@ -108,6 +109,7 @@ type tokenBinding struct {
 func bindingOf(role *roleEntry, cfg *configEntry) tokenBinding {
 	creds := role.effectiveCredentials(cfg)
 	grant := *role
+	grant.entryFormat = entryFormat{}
 	grant.clientCredentials = clientCredentials{ClientID: creds.ClientID, AuthMethod: creds.AuthMethod}
 	grant.Password, grant.AssertionKey = "", ""
 	grant.RefreshToken = digest(role.RefreshToken)

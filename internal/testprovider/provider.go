@@ -153,6 +153,14 @@ func (p *Provider) IssueRefreshToken(clientID, subject, scope string) string {
 	return rt
 }
 
+// AcceptRefreshToken makes the provider take rt, issued elsewhere, as a refresh token of client
+// and subject.
+func (p *Provider) AcceptRefreshToken(rt, clientID, subject, scope string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refresh[rt] = refreshGrant{clientID: clientID, subject: subject, scope: scope}
+}
+
 // RevokeRefreshTokens invalidates every refresh token.
 func (p *Provider) RevokeRefreshTokens() {
 	p.mu.Lock()
