@@ -98,11 +98,12 @@ type tokenBinding struct {
 	// token; not the values of secrets), the effective client ID and auth method, and the
 	// token endpoint.
 	access string
-	// refresh changes with where a refresh token is valid: the role's incarnation, the grant
-	// type, the client ID, and the provider (its issuer, or its token endpoint without one).
+	// refresh changes with where a refresh token is valid: the grant type, the client ID, and
+	// the provider (its issuer, or its token endpoint without one).
 	refresh string
-	// refreshSource changes with the credential a chain of refresh tokens starts from: the
-	// imported refresh token, or the password grant's username.
+	// refreshSource changes with the chain of refresh tokens: the role's incarnation and the
+	// credential the chain starts from (the imported refresh token, or the password grant's
+	// username). A chain of another source is never used, nor kept.
 	refreshSource string
 }
 
@@ -128,8 +129,8 @@ func bindingOf(role *roleEntry, cfg *configEntry) tokenBinding {
 	}
 	return tokenBinding{
 		access:        digestJSON(struct{ Grant, SecretParams, Endpoint any }{grant, sortedKeys(role.SecretTokenParams), endpoint}),
-		refresh:       digestJSON([]string{role.Incarnation, role.GrantType, creds.ClientID, provider}),
-		refreshSource: digest(source),
+		refresh:       digestJSON([]string{role.GrantType, creds.ClientID, provider}),
+		refreshSource: digestJSON([]string{role.Incarnation, source}),
 	}
 }
 
