@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The performance harness (`make bench`): the Go benchmarks (-benchmem), then cmd/oauth-bench
 # against a dev-mode Vault with the plugin (scripts/vault.sh) and the test provider
-# (scripts/provider.sh), then its read phase once more against a single-node Raft Vault, where
-# storage writes (and so leases) cost what they cost in production. The servers run in a temporary
+# (scripts/provider.sh): reads (leased, lease=false, KV), cold burst, refresh cycle and metrics
+# scrapes; then its read phase once more against a single-node Raft Vault, where storage writes
+# (and so leases) cost what they cost in production. The servers run in a temporary
 # state directory and are stopped at the end. Writes the machine description and every table to
 # bench-results.md.
 #
@@ -99,6 +100,20 @@ benchmark_table() {
     }' "$1"
 }
 
+# benchmark_ratios: the lease-less cache hit against the leased one, from the same run.
+benchmark_ratios() {
+  awk '
+    /^Benchmark/ { name = $1; sub(/-[0-9]+$/, "", name); for (i = 3; i < NF; i += 2) if ($(i+1) == "ns/op") ns[name] = $i }
+    END {
+      split("BenchmarkCredsCacheHit BenchmarkCredsCacheHitParallel", base, " ")
+      for (k = 1; k <= 2; k++) {
+        b = base[k]; n = b; sub(/CacheHit/, "CacheHitNoLease", n)
+        if (ns[b] > 0 && ns[n] > 0)
+          printf "- `%s` ÷ `%s`: %.2f× the time per read (%s vs %s ns).\n", n, b, ns[n] / ns[b], ns[n], ns[b]
+      }
+    }' "$1"
+}
+
 cpu_model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 if grep -qw hypervisor /proc/cpuinfo; then cpu_model="$cpu_model (virtual machine)"; fi
 mem_total="$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
@@ -124,6 +139,8 @@ took=$((SECONDS - start))
   echo "## Go benchmarks (\`go test -bench . -benchmem\`)"
   echo
   benchmark_table "$STATE_DIR/gobench.txt"
+  echo
+  benchmark_ratios "$STATE_DIR/gobench.txt"
   echo
   cat "$STATE_DIR/load.md"
   echo

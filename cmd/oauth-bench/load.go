@@ -50,16 +50,18 @@ func (l *latencies) percentile(p float64) time.Duration {
 // reader performs one read and checks the answer.
 type reader func(ctx context.Context) error
 
-// readPath reads path and requires key in the answer's data, so that an empty answer is not
+// readPath reads path and requires keys in the answer's data, so that an empty answer is not
 // mistaken for a fast one.
-func readPath(c *api.Client, path, key string) reader {
+func readPath(c *api.Client, path string, keys ...string) reader {
 	return func(ctx context.Context) error {
 		s, err := c.Logical().ReadWithContext(ctx, path)
 		if err != nil {
 			return err
 		}
-		if s == nil || s.Data[key] == nil {
-			return fmt.Errorf("read %s: no %q in the answer", path, key)
+		for _, key := range keys {
+			if s == nil || s.Data[key] == nil {
+				return fmt.Errorf("read %s: no %q in the answer", path, key)
+			}
 		}
 		return nil
 	}

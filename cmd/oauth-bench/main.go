@@ -1,17 +1,20 @@
 // Command oauth-bench load-tests the oauth secrets engine inside a real Vault server against a
 // real OAuth 2.0 provider (test/provider), and writes the results as a Markdown table.
 //
-// It measures three things:
+// It measures four things:
 //
-//   - reads: N concurrent clients read oauth/creds/<role> (a leased, cached token), the role
-//     itself (the same plugin, no lease) and a KV-v1 secret of the same size (built in, no lease),
-//     alternating in 10-second turns aligned to Vault's telemetry intervals; it reports throughput
-//     and p50/p99 latency per read, and from sys/metrics the storage writes and lease
-//     registrations each read cost Vault;
+//   - reads: N concurrent clients read oauth/creds/<role> (a leased, cached token), the same for
+//     a lease=false role (no lease; ttl and rotation_period instead) and a KV-v1 secret of the same
+//     size (built in, no lease), alternating in 10-second turns aligned to Vault's telemetry
+//     intervals; it reports throughput and p50/p99 latency per read, from sys/metrics the storage
+//     writes and lease registrations each read cost Vault, and the leases Vault holds afterwards;
 //   - burst: 1,000 reads at once of a role with no token, and how many grants the provider got;
 //   - refresh: 10,000 roles with short-lived tokens, and what one refresh tick of PeriodicFunc
 //     costs the provider (total and peak concurrent requests), how long the tick takes, and the
-//     plugin process's peak RSS.
+//     plugin process's peak RSS;
+//   - metrics: what a scrape of <fleet-mount>/metrics costs with those roles: latency and bytes of
+//     the first scrape after a plugin reload and of warm scrapes, with and without per-role labels
+//     (config metrics_role_labels).
 //
 // Provider figures come from the provider's own counters (GET /test/stats). scripts/bench.sh
 // starts the servers and runs this; `make bench` runs that.
@@ -39,6 +42,7 @@ type options struct {
 	burstDelay            time.Duration
 	fleet                 fleetOptions
 	phases                string
+	scrapes               int
 	quietLogs             bool
 	out                   string
 }
@@ -63,7 +67,8 @@ func main() {
 	flag.StringVar(&o.fleet.vaultLog, "vault-log", "", "Vault server log at trace level (STATE_DIR/vault.log), for tick durations")
 	flag.IntVar(&o.fleet.vaultPID, "vault-pid", 0, "PID of the Vault server, whose child the plugin process is")
 	flag.StringVar(&o.fleet.pluginBin, "plugin-binary", "vault-plugin-secrets-oauth", "plugin process name")
-	flag.StringVar(&o.phases, "phases", "reads,burst,refresh", "phases to run, comma-separated")
+	flag.StringVar(&o.phases, "phases", "reads,burst,refresh,metrics", "phases to run, comma-separated (metrics scrapes the roles the refresh phase created)")
+	flag.IntVar(&o.scrapes, "scrapes", 10, "warm scrapes per setting in the metrics phase")
 	flag.BoolVar(&o.quietLogs, "quiet-logs", true, "set Vault's loggers to info during the read and burst phases (trace for the refresh phase, which needs it)")
 	flag.StringVar(&o.out, "out", "bench-load.md", "file the Markdown results are written to")
 	flag.Parse()
@@ -105,14 +110,14 @@ func (o *options) validate() error {
 		return fmt.Errorf("-vault-addr and -vault-token (or VAULT_ADDR and VAULT_TOKEN) are required")
 	case o.providerURL == "":
 		return fmt.Errorf("-provider is required")
-	case o.burst < 1 || o.fleet.roles < 1 || o.fleet.workers < 1:
-		return fmt.Errorf("-burst, -roles and -setup-concurrency must be positive")
+	case o.burst < 1 || o.fleet.roles < 1 || o.fleet.workers < 1 || o.scrapes < 1:
+		return fmt.Errorf("-burst, -roles, -setup-concurrency and -scrapes must be positive")
 	case o.duration < metricsInterval:
 		return fmt.Errorf("-duration must be at least %s", metricsInterval)
 	}
 	for _, p := range strings.Split(o.phases, ",") {
 		switch p {
-		case "reads", "burst":
+		case "reads", "burst", "metrics":
 		case "refresh":
 			if o.fleet.vaultLog == "" || o.fleet.vaultPID == 0 {
 				return fmt.Errorf("the refresh phase needs -vault-log and -vault-pid")

@@ -22,7 +22,10 @@ func (rep *report) markdown() string {
 	if rep.fleet != nil {
 		rep.fleetMarkdown(&b)
 	}
-	if !o.has("reads") && !o.has("burst") && !o.has("refresh") {
+	if rep.scrape != nil {
+		rep.scrape.markdown(&b)
+	}
+	if !o.has("reads") && !o.has("burst") && !o.has("refresh") && !o.has("metrics") {
 		b.WriteString("No phase ran.\n")
 	}
 	return b.String()
@@ -53,17 +56,20 @@ func (rep *report) readsMarkdown(b *strings.Builder) {
 		}
 	}
 	b.WriteString("\n")
+	b.WriteString("Side by side (same run, same server, alternating turns):\n\n")
+	b.WriteString("| clients | reads/s `lease=false` ÷ leased | reads/s `lease=false` ÷ KV | reads/s leased ÷ KV | p50 `lease=false` ÷ leased | p99 `lease=false` ÷ leased | lease registration, mean per leased read |\n")
+	b.WriteString("|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, lvl := range rep.reads {
-		creds, role, kv := lvl.results[0], lvl.results[1], lvl.results[2]
-		fmt.Fprintf(b, "- **%d concurrent, creds / KV:** throughput %s, p50 latency %s, p99 latency %s. ", lvl.clients,
-			times(creds.lat.rate(), kv.lat.rate()), timesD(creds.lat.percentile(0.5), kv.lat.percentile(0.5)), timesD(creds.lat.percentile(0.99), kv.lat.percentile(0.99)))
-		fmt.Fprintf(b, "**creds / role read** (same plugin, no lease): throughput %s, p50 latency %s, p99 latency %s.",
-			times(creds.lat.rate(), role.lat.rate()), timesD(creds.lat.percentile(0.5), role.lat.percentile(0.5)), timesD(creds.lat.percentile(0.99), role.lat.percentile(0.99)))
-		if creds.register.Count > 0 {
-			fmt.Fprintf(b, " Lease registration (`vault.expire.register`): %s mean per creds read.", msFloat(meanMS(creds.register)))
+		leased, free, kv := lvl.results[0], lvl.results[1], lvl.results[2]
+		register := "n/a"
+		if leased.register.Count > 0 {
+			register = msFloat(meanMS(leased.register))
 		}
-		b.WriteString("\n")
+		fmt.Fprintf(b, "| %d | **%s** | %s | %s | %s | %s | %s |\n", lvl.clients,
+			times(free.lat.rate(), leased.lat.rate()), times(free.lat.rate(), kv.lat.rate()), times(leased.lat.rate(), kv.lat.rate()),
+			timesD(free.lat.percentile(0.5), leased.lat.percentile(0.5)), timesD(free.lat.percentile(0.99), leased.lat.percentile(0.99)), register)
 	}
+	b.WriteString("\n")
 	if rep.revoke > 0 { // else the phase stopped early: see the errors
 		rep.leasesMarkdown(b)
 	}
@@ -87,8 +93,12 @@ func (rep *report) leasesMarkdown(b *strings.Builder) {
 	if m := rep.vaultMem; m[0].rssKiB > 0 && m[1].rssKiB > 0 && leases > 0 {
 		fmt.Fprintf(b, " Vault's RSS went from %s to %s meanwhile (%.1f KiB per lease, GC permitting).", mib(m[0].rssKiB), mib(m[1].rssKiB), float64(m[1].rssKiB-m[0].rssKiB)/float64(leases))
 	}
+	if rep.noLeaseReads > 0 {
+		fmt.Fprintf(b, " Under `%s/creds/%s/` (`lease=false`) they went from %d to **%d** over %d successful reads.",
+			rep.opts.mount, noLeaseRole, rep.noLeaseLeases[0], rep.noLeaseLeases[1], rep.noLeaseReads)
+	}
 	if rep.leasesAfter > 0 {
-		fmt.Fprintf(b, " Revoking them (`sys/leases/revoke-prefix`, one revoke request to the plugin and storage deletes each, as at expiry) took %s: %s per lease.",
+		fmt.Fprintf(b, " Revoking the leases (`sys/leases/revoke-prefix`, one revoke request to the plugin and storage deletes each, as at expiry) took %s: %s per lease.",
 			rep.revoke.Round(time.Millisecond), ms(rep.revoke/time.Duration(rep.leasesAfter)))
 	}
 	b.WriteString("\n")

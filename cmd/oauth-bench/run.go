@@ -18,19 +18,25 @@ type report struct {
 	took         time.Duration
 
 	reads        []readLevel
-	credsReads   int // successful creds reads, warm-up included
+	credsReads   int // successful creds reads of the leased role, warm-up included
 	leasesBefore int
 	leasesAfter  int
+	// The lease=false role: its successful reads (warm-up included) and Vault's leases under
+	// its creds path before and after them (0 and 0 expected).
+	noLeaseReads  int
+	noLeaseLeases [2]int
 	// Revoking the creds leases afterwards: what each read costs Vault later, at lease expiry.
 	revoke   time.Duration
 	vaultMem [2]memInfo // Vault's memory before and after the read phase (zero without -vault-pid)
 	burst    *burstResult
 	fleet    *fleetResult
+	scrape   *scrapeResult
 }
 
 const (
-	hotRole = "bench-hot"
-	kvPath  = "bench"
+	hotRole     = "bench-hot"     // creds answered as leases (the default)
+	noLeaseRole = "bench-nolease" // the same client and scopes, lease=false
+	kvPath      = "bench"
 )
 
 func run(ctx context.Context, o options) (*report, error) {
@@ -91,6 +97,12 @@ func run(ctx context.Context, o options) (*report, error) {
 	} else if o.quietLogs {
 		_ = setLogLevel(ctx, admin, "trace")
 	}
+	if o.has("metrics") {
+		logf("metrics: scrapes of %s/metrics", o.fleet.mount)
+		if rep.scrape, err = scrapeCost(ctx, admin, p, o.fleet, o.scrapes, logf); err != nil {
+			return rep, fmt.Errorf("metrics: %w", err)
+		}
+	}
 	return rep, nil
 }
 
@@ -108,7 +120,8 @@ func storageType(ctx context.Context, admin *api.Client) string {
 }
 
 // configureMount points the mount at the provider with a client of its own whose tokens last
-// an hour, so that no token expires during the read phases.
+// an hour, so that no token expires during the read phases, and writes the leased role and the
+// lease=false role.
 func configureMount(ctx context.Context, admin *api.Client, p *provider, mount string) error {
 	id, secret, err := p.register(ctx, time.Hour)
 	if err != nil {
@@ -119,8 +132,10 @@ func configureMount(ctx context.Context, admin *api.Client, p *provider, mount s
 	}); err != nil {
 		return fmt.Errorf("writing %s/config: %w", mount, err)
 	}
-	if _, err := admin.Logical().WriteWithContext(ctx, mount+"/roles/"+hotRole, map[string]any{"scopes": "read"}); err != nil {
-		return fmt.Errorf("writing role %s: %w", hotRole, err)
+	for role, lease := range map[string]bool{hotRole: true, noLeaseRole: false} {
+		if _, err := admin.Logical().WriteWithContext(ctx, mount+"/roles/"+role, map[string]any{"scopes": "read", "lease": lease}); err != nil {
+			return fmt.Errorf("writing role %s: %w", role, err)
+		}
 	}
 	return nil
 }
@@ -135,8 +150,15 @@ func (rep *report) runReads(ctx context.Context, admin *api.Client, token string
 	if err := writeLookalike(ctx, admin, o.kvMount+"/"+kvPath, first.Data); err != nil {
 		return err
 	}
+	noLease := o.mount + "/creds/" + noLeaseRole
+	if s, err := admin.Logical().ReadWithContext(ctx, noLease); err != nil || s == nil || s.LeaseID != "" || s.Data["ttl"] == nil {
+		return fmt.Errorf("reading %s: want an answer without a lease, with ttl: %v, %v", noLease, err, s)
+	}
 	leases := o.mount + "/creds/" + hotRole + "/"
 	if rep.leasesBefore, err = countLeases(ctx, admin, leases); err != nil {
+		return fmt.Errorf("listing leases: %w", err)
+	}
+	if rep.noLeaseLeases[0], err = countLeases(ctx, admin, noLease+"/"); err != nil {
 		return fmt.Errorf("listing leases: %w", err)
 	}
 	rep.vaultMem[0] = vaultMem(o.fleet.vaultPID)
@@ -147,8 +169,8 @@ func (rep *report) runReads(ctx context.Context, admin *api.Client, token string
 			return err
 		}
 		targets := []readTarget{
-			{label: "`" + creds + "` (plugin)", mount: o.mount, leased: true, read: readPath(c, creds, "access_token")},
-			{label: "`" + o.mount + "/roles/" + hotRole + "` (plugin)", mount: o.mount, read: readPath(c, o.mount+"/roles/"+hotRole, "grant_type")},
+			{label: "`" + creds + "` (plugin, lease)", mount: o.mount, leased: true, read: readPath(c, creds, "access_token")},
+			{label: "`" + noLease + "` (plugin, `lease=false`)", mount: o.mount, read: readPath(c, noLease, "access_token", "ttl", "rotation_period")},
 			{label: "`" + o.kvMount + "/" + kvPath + "` (KV v1, built in)", mount: o.kvMount, read: readPath(c, o.kvMount+"/"+kvPath, "access_token")},
 		}
 		logf("reads: %d clients, %d × %s per target", clients, rounds, metricsInterval)
@@ -158,9 +180,13 @@ func (rep *report) runReads(ctx context.Context, admin *api.Client, token string
 		}
 		rep.reads = append(rep.reads, readLevel{clients: clients, results: results})
 		rep.credsReads += len(results[0].lat.ok) + results[0].warmup
+		rep.noLeaseReads += len(results[1].lat.ok) + results[1].warmup
 	}
 	rep.vaultMem[1] = vaultMem(o.fleet.vaultPID)
 	if rep.leasesAfter, err = countLeases(ctx, admin, leases); err != nil {
+		return fmt.Errorf("listing leases: %w", err)
+	}
+	if rep.noLeaseLeases[1], err = countLeases(ctx, admin, noLease+"/"); err != nil {
 		return fmt.Errorf("listing leases: %w", err)
 	}
 	// Every lease ends in a revocation, which Vault routes to the plugin: time them all at once.
@@ -176,7 +202,7 @@ func (rep *report) runReads(ctx context.Context, admin *api.Client, token string
 // readLevel is the read phase at one number of concurrent clients.
 type readLevel struct {
 	clients int
-	results []*readResult // creds, role, KV
+	results []*readResult // leased creds, lease-less creds, KV
 }
 
 // vaultMem is the Vault server's memory, zero when its PID is unknown or unreadable.
