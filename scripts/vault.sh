@@ -15,7 +15,8 @@
 # The plugin binary is bin/vault-plugin-secrets-oauth (`make build`); when it is missing Vault still
 # starts, but without the plugin, and a message says so.
 #
-# Env: VAULT_PORT (listener port; default: a free one), VAULT_START_TIMEOUT (seconds, default 60).
+# Env: VAULT_PORT (listener port; default: a free one), VAULT_START_TIMEOUT (seconds, default 60),
+# E2E_SERVER=openbao (run OpenBao's `bao`, from scripts/openbao-binary.sh, instead of Vault).
 # Everything but the address goes to stderr.
 set -euo pipefail
 
@@ -106,7 +107,8 @@ json_field() {
   tr -d ' \n\r\t' | sed -n "s/.*\"$1\":\\[*\"\\([^\"]*\\)\".*/\\1/p"
 }
 
-vault_cli() { "$VAULT_BIN" "$@"; }
+# OpenBao's CLI reads BAO_ADDR and BAO_TOKEN.
+vault_cli() { BAO_ADDR="${VAULT_ADDR:-}" BAO_TOKEN="${VAULT_TOKEN:-}" "$VAULT_BIN" "$@"; }
 
 write_env() {
   umask 077
@@ -198,7 +200,11 @@ start() {
     return 0
   fi
 
-  VAULT_BIN="$("$ROOT/scripts/vault-binary.sh")"
+  if [ "${E2E_SERVER:-vault}" = openbao ]; then
+    VAULT_BIN="$("$ROOT/scripts/openbao-binary.sh")"
+  else
+    VAULT_BIN="$("$ROOT/scripts/vault-binary.sh")"
+  fi
   echo "$mode" >"$STATE_DIR/vault.mode"
   echo "$audit" >"$STATE_DIR/vault.audit"
   copy_plugin
