@@ -32,8 +32,8 @@ import (
 // the cached token) without reaching the proxy, that the retry time is the one asked for, and that
 // the mount recovers at once for a role the provider did not hold back. Those retry times are
 // 30 s and 2 minutes (fixed in internal/faultproxy), so the same role's recovery after its retry
-// time, through the refresh token it held, is proved by TestRefresh/retry_after, where the wait
-// overlaps the refresher's one-minute ticks instead of lengthening the matrix.
+// time, through the refresh token it held, is proved by TestRefresh/recovery/retry_after, where
+// the wait overlaps the refresher's one-minute ticks instead of lengthening the matrix.
 
 const (
 	faultTokenTTL   = 1800 // the fault clients' access-token lifetime (s)
@@ -500,7 +500,8 @@ func (m *faultMount) checkRetryAfterHolds(t *testing.T, f e2eFault, rolePath str
 // token during the fault and the pause (the proxy answered the fault itself), and the chain is
 // alive there: the access token cached before the fault is still active (presenting a spent
 // refresh token would have revoked the whole grant), or the imported refresh token is unspent.
-// That the plugin still holds the chain and uses it after the retry time is TestRefresh/retry_after's.
+// That the plugin still holds the chain and uses it after the retry time is
+// TestRefresh/recovery/retry_after's.
 func (m *faultMount) checkProviderChainUntouched(t *testing.T, cached bool, cachedToken, imported string) {
 	t.Helper()
 	if m.grant != "refresh_token" {
@@ -606,7 +607,6 @@ func containsText(texts []string, sub string) bool {
 // it held: the one the provider rotated to before the fault, or the imported one. This is the
 // fault matrix's recovery check for the Retry-After scenarios, on a mount and proxy of its own.
 func testRetryAfterRecovery(t *testing.T) {
-	t.Parallel()
 	m := newFaultMount(t, "refresh_token")
 	type heldRole struct {
 		name, creds           string

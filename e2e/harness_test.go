@@ -103,18 +103,6 @@ func introspect(t testing.TB, token string) map[string]any {
 	return out
 }
 
-// revoke revokes a token at the provider (RFC 7009) as the client "introspector".
-func revoke(t testing.TB, token string) {
-	t.Helper()
-	if env.discovery.RevocationEndpoint == "" {
-		t.Fatal("the provider has no revocation_endpoint")
-	}
-	code, raw := providerPost(t, env.discovery.RevocationEndpoint, url.Values{"token": {token}})
-	if code != http.StatusOK {
-		t.Fatalf("revocation: HTTP %d: %s", code, raw)
-	}
-}
-
 // stats is the provider's GET /test/stats answer.
 type stats struct {
 	TokenRequests int            `json:"token_requests"`
@@ -356,22 +344,36 @@ template {
 	cmd.Env = append(cleanEnv(), "HOME="+dir)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
-		lf.Close()
+		if cerr := lf.Close(); cerr != nil {
+			t.Errorf("closing %s: %v", logFile, cerr)
+		}
 		t.Fatalf("starting vault agent: %v", err)
 	}
-	trackPid(cmd.Process.Pid)
+	trackPid(t, cmd.Process.Pid)
+	// exited carries how the agent ended; closing its log (which the agent wrote through our
+	// descriptor) failing is an error too.
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); lf.Close() }()
+	go func() {
+		err := cmd.Wait()
+		if cerr := lf.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing %s: %w", logFile, cerr)
+		}
+		exited <- err
+	}()
 
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
 			_ = cmd.Process.Signal(os.Interrupt)
 			select {
-			case <-exited:
+			case err := <-exited:
+				if err != nil {
+					t.Logf("vault agent ended: %v", err)
+				}
 			case <-time.After(10 * time.Second):
 				_ = cmd.Process.Kill()
-				<-exited
+				err := <-exited
+				t.Errorf("vault agent did not stop within 10s of an interrupt and was killed (%v)%s", err, fileTail(logFile, 20))
 			}
 		})
 	}
@@ -441,8 +443,7 @@ func num(t testing.TB, v any, what string) int64 {
 	case int64:
 		return x
 	case string:
-		var n json.Number = json.Number(x)
-		i, err := n.Int64()
+		i, err := json.Number(x).Int64()
 		if err != nil {
 			t.Fatalf("%s: %q is not a number", what, x)
 		}
@@ -468,23 +469,4 @@ func abs(x int64) int64 {
 		return -x
 	}
 	return x
-}
-
-// restartVault restarts the Vault server (scripts/vault.sh restart): only with E2E_RAFT=1 does
-// the data survive, so the test is skipped in dev mode. The address and token stay the same.
-func restartVault(t testing.TB) {
-	t.Helper()
-	if os.Getenv("E2E_RAFT") != "1" {
-		t.Skip("restarting Vault keeps its data only with raft storage (E2E_RAFT=1)")
-	}
-	if _, err := runScript("scripts/vault.sh", "restart", env.stateDir); err != nil {
-		t.Fatalf("restarting Vault: %v%s", err, logTails("vault.log"))
-	}
-	vars, err := readEnvFile(filepath.Join(env.stateDir, "vault.env"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if vars["VAULT_ADDR"] != env.vaultAddr {
-		t.Fatalf("Vault came back at %s, not %s", vars["VAULT_ADDR"], env.vaultAddr)
-	}
 }

@@ -4,9 +4,10 @@ package e2e
 
 // The leak scan (issue 7, "Secrets never leak"). The helpers register every secret the suite
 // hands to Vault or receives from it (rememberSecret) and record every answer they see outside
-// creds reads, and every error and warning text (recordResponse, recordText). After the last test
-// TestMain searches Vault's server logs, the audit log and those records for each secret
-// (leakScanPasses); one hit fails the run. Access tokens are expected in the creds answers the
+// creds reads, every error and warning text (recordResponse, recordText), and every body scraped
+// from <mount>/metrics (recordMetrics, issue 16). After the last test TestMain searches Vault's
+// server logs, the audit log and those records for each secret (leakScanPasses); one hit fails
+// the run. Access tokens are expected in the creds answers the
 // tests received, which are therefore not recorded; the audit log must hold them only as HMACs.
 
 import (
@@ -72,6 +73,13 @@ func rememberSecret(kind, value string) { leaks.remember(kind, value) }
 
 // recordText records an error or warning text a helper saw.
 func recordText(where, text string) { leaks.record(where, text) }
+
+// metricsSource names a recorded metrics body in the report.
+const metricsSource = "metrics scrape of "
+
+// recordMetrics records a body scraped from a mount's metrics endpoint (what: the path), in which
+// no secret may appear: labels carry role names, grant types and failure kinds only.
+func recordMetrics(what string, body []byte) { leaks.record(metricsSource+what, string(body)) }
 
 // recordResponse records what Vault answered to `what` ("read PATH", ...): the warnings always;
 // the access token of a creds answer as a secret; every other answer whole.
@@ -253,13 +261,15 @@ func runLogs(stateDir string) ([]leakSource, error) {
 func leakScanPasses(w io.Writer) bool {
 	logs, err := runLogs(env.stateDir)
 	if err != nil {
-		fmt.Fprintf(w, "\n=== e2e leak scan FAILED: cannot read Vault's logs: %v ===\n", err)
+		// The scan fails either way; a report that cannot be written changes nothing.
+		_, _ = fmt.Fprintf(w, "\n=== e2e leak scan FAILED: cannot read Vault's logs: %v ===\n", err)
 		return false
 	}
 	return leaks.scan(w, logs)
 }
 
-// scan searches the logs and the recorded texts for the registered secrets, and reports.
+// scan searches the logs and the recorded texts for the registered secrets, and reports on w. It
+// passes only when nothing is found and the report was written: a pass nobody can read is none.
 func (r *leakRegistry) scan(w io.Writer, logs []leakSource) bool {
 	needles := r.needles()
 	r.mu.Lock()
@@ -270,24 +280,33 @@ func (r *leakRegistry) scan(w io.Writer, logs []leakSource) bool {
 			kinds[k]++
 		}
 	}
-	tooShort, records := r.tooShort, len(r.texts)
+	tooShort, records, scrapes := r.tooShort, len(r.texts), 0
+	for _, t := range r.texts {
+		if strings.HasPrefix(t.name, metricsSource) {
+			scrapes++
+		}
+	}
 	r.mu.Unlock()
 
 	hits := findLeaks(needles, sources)
+	var report strings.Builder
 	var files []string
 	for _, l := range logs {
 		files = append(files, fmt.Sprintf("%s (%d KB)", l.name, len(l.data)>>10))
 	}
-	fmt.Fprintf(w, "\ne2e leak scan: secrets registered: %s; searched %s and %d recorded answers and error texts: %d hit(s)\n",
-		countsByKind(kinds), strings.Join(files, ", "), records, len(hits))
+	fmt.Fprintf(&report, "\ne2e leak scan: secrets registered: %s; searched %s and %d recorded answers, error texts and metrics scrapes (%d scrapes): %d hit(s)\n",
+		countsByKind(kinds), strings.Join(files, ", "), records, scrapes, len(hits))
 	if len(tooShort) > 0 {
-		fmt.Fprintf(w, "e2e leak scan: NOT searchable (shorter than %d chars): %s\n", minNeedle, countsByKind(tooShort))
+		fmt.Fprintf(&report, "e2e leak scan: NOT searchable (shorter than %d chars): %s\n", minNeedle, countsByKind(tooShort))
 	}
 	for _, h := range hits {
-		fmt.Fprintf(w, "e2e leak scan: LEAK: %s\n", h)
+		fmt.Fprintf(&report, "e2e leak scan: LEAK: %s\n", h)
 	}
 	if len(hits) > 0 {
-		fmt.Fprintf(w, "=== e2e leak scan FAILED: %d secret(s) found where none may be ===\n", len(hits))
+		fmt.Fprintf(&report, "=== e2e leak scan FAILED: %d secret(s) found where none may be ===\n", len(hits))
+	}
+	if _, err := io.WriteString(w, report.String()); err != nil {
+		return false
 	}
 	return len(hits) == 0
 }
@@ -338,6 +357,8 @@ func TestLeakScannerFindsPlantedSecrets(t *testing.T) {
 	logData, err := os.ReadFile(logPath)
 	must(t, err)
 	r.record("warning of read m/creds/app", "serving the cached token "+accessToken)
+	r.record(metricsSource+"m/metrics", "# TYPE vault_oauth_roles gauge\nvault_oauth_roles 1\n"+
+		`vault_oauth_grants_total{role="app",grant_type="client_credentials",outcome="`+refreshToken+`"} 1`+"\n")
 
 	var report bytes.Buffer
 	if r.scan(&report, []leakSource{{name: "vault.log", data: logData}}) {
@@ -351,11 +372,18 @@ func TestLeakScannerFindsPlantedSecrets(t *testing.T) {
 	}()
 	for _, want := range []string{
 		kindClientSecret + ` "cs-`, kindRefreshToken + ` "rt+`, kindPrivateKey + ` "MIG`,
-		"in vault.log", kindAccessToken + ` "at-`, kindSecretTokenParam + ` "stp-`, "in warning of read m/creds/app", "NOT searchable",
+		"in vault.log", kindAccessToken + ` "at-`, kindSecretTokenParam + ` "stp-`, "in warning of read m/creds/app", "NOT searchable", "(1 scrapes)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the report lacks %q", want)
 		}
+	}
+	inMetrics := false
+	for _, line := range strings.Split(out, "\n") {
+		inMetrics = inMetrics || (strings.Contains(line, "LEAK: "+kindRefreshToken) && strings.Contains(line, "found in "+metricsSource+"m/metrics"))
+	}
+	if !inMetrics {
+		t.Error("the report lacks the refresh token planted in a metrics scrape")
 	}
 	for _, secret := range append([]string{clientSecret, refreshToken, url.QueryEscape(refreshToken), accessToken, apiKey}, pemBodyLines(keyPEM)...) {
 		if strings.Contains(out, secret) {

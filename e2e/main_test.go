@@ -15,13 +15,12 @@
 //
 //	E2E_STATE_DIR  where the servers keep their state and logs (default .e2e/run-<pid>)
 //	E2E_KEEP=1     keep the state dir after a passing run (a failing run always keeps it)
-//	E2E_RAFT=1     run Vault with raft storage instead of dev mode (restartVault needs it)
+//	E2E_RAFT=1     run Vault with raft storage instead of dev mode
 //	E2E_NO_BUILD=1 use bin/vault-plugin-secrets-oauth as it is (scripts/e2e.sh sets it); otherwise
 //	               TestMain runs `make build` when the binary is missing or older than a Go source
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -231,11 +230,20 @@ echo "watchdog: stopped the servers of the dead test process $1"
 `
 	cmd := exec.Command("bash", "-c", script, "e2e-watchdog", strconv.Itoa(os.Getpid()), env.root, env.stateDir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if f, err := os.OpenFile(filepath.Join(env.stateDir, "watchdog.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
-		cmd.Stdout, cmd.Stderr = f, f
-		defer f.Close()
+	logFile, err := os.OpenFile(filepath.Join(env.stateDir, "watchdog.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: the watchdog logs nowhere: %v\n", err)
+	} else {
+		cmd.Stdout, cmd.Stderr = logFile, logFile
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	if logFile != nil {
+		// The watchdog has a descriptor of its own now (or never started).
+		if cerr := logFile.Close(); cerr != nil {
+			fmt.Fprintf(os.Stderr, "e2e: closing the watchdog's log: %v\n", cerr)
+		}
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: could not start the watchdog: %v\n", err)
 		return
 	}
@@ -244,16 +252,25 @@ echo "watchdog: stopped the servers of the dead test process $1"
 
 var extraMu sync.Mutex
 
-// trackPid records a process (a Vault Agent) that the watchdog must stop if this process dies.
-func trackPid(pid int) {
+// trackPid records a process (a Vault Agent, a raft Vault) that the watchdog must stop if this
+// process dies; failing to record it fails the test, as the process could outlive the run.
+func trackPid(t testing.TB, pid int) {
+	t.Helper()
 	extraMu.Lock()
 	defer extraMu.Unlock()
-	f, err := os.OpenFile(filepath.Join(env.stateDir, "extra.pids"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	path := filepath.Join(env.stateDir, "extra.pids")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
+		t.Errorf("recording pid %d for the watchdog: %v", pid, err)
 		return
 	}
-	defer f.Close()
-	fmt.Fprintln(f, pid)
+	_, werr := fmt.Fprintln(f, pid)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		t.Errorf("recording pid %d in %s: %v", pid, path, werr)
+	}
 }
 
 func killExtraPids() {
@@ -387,22 +404,20 @@ func logTails(patterns ...string) string {
 }
 
 func readEnvFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	vars := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok {
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
 			vars[strings.TrimPrefix(k, "export ")] = v
 		}
 	}
 	if vars["VAULT_ADDR"] == "" || vars["VAULT_TOKEN"] == "" {
 		return nil, fmt.Errorf("%s lacks VAULT_ADDR or VAULT_TOKEN", path)
 	}
-	return vars, sc.Err()
+	return vars, nil
 }
 
 func fetchDiscovery(issuer string) (discovery, error) {
