@@ -62,3 +62,13 @@ func TestRotationTimesOfStaleToken(t *testing.T) {
 		t.Fatalf("a token with 3 s left should be re-read when it expires, ttl %d", ttl)
 	}
 }
+
+// max_ttl bounds a lease-less answer's ttl as it bounds a lease.
+func TestMaxTTLCapsLeaselessTTL(t *testing.T) {
+	p := newProviderWithClient(t)
+	b, s := configured(t, p)
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"lease": false, "max_ttl": "60s"}))
+	if ttl := readCreds(t, b, s, "app", nil).Data["ttl"]; ttl != int64(60) {
+		t.Fatalf("ttl %v with max_ttl=60s", ttl)
+	}
+}

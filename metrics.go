@@ -112,6 +112,13 @@ func (m *metrics) observeRead(role, result string) {
 	m.reads.WithLabelValues(role, result).Inc()
 }
 
+// forgetRole drops a deleted role's series, so that roles coming and going do not pile up.
+func (m *metrics) forgetRole(role string) {
+	for _, v := range []*prometheus.CounterVec{m.grants, m.failures, m.reads} {
+		v.DeletePartialMatch(prometheus.Labels{"role": role})
+	}
+}
+
 // exposition gathers every metric, the per-role gauges freshly set from storage, as Prometheus
 // text.
 func (b *backend) exposition(ctx context.Context, s logical.Storage) ([]byte, error) {

@@ -107,7 +107,12 @@ func (b *backend) credsResponse(name string, role *roleEntry, cfg *configEntry, 
 		data["id_token"] = tok.IDToken
 	}
 	if !role.leased(cfg) {
-		data["ttl"], data["rotation_period"] = rotationTimes(left, tok.lifetime(), refreshThreshold(effectivePolicy(role, cfg), tok.lifetime()))
+		ttl, period := rotationTimes(left, tok.lifetime(), refreshThreshold(effectivePolicy(role, cfg), tok.lifetime()))
+		if role.MaxTTL > 0 {
+			// max_ttl bounds how long a reader holds one answer, with or without a lease.
+			ttl = min(ttl, int64(role.MaxTTL.Seconds()))
+		}
+		data["ttl"], data["rotation_period"] = ttl, period
 		return &logical.Response{Data: data}
 	}
 	resp := b.Secret(secretAccessTokenType).Response(data, map[string]any{"role": name})

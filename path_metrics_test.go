@@ -105,3 +105,15 @@ func metricValue(t *testing.T, text, name string) float64 {
 	t.Fatalf("no sample %s", name)
 	return 0
 }
+
+// A deleted role's series go with it.
+func TestMetricsForgetDeletedRoles(t *testing.T) {
+	p := newProviderWithClient(t)
+	b, s := configured(t, p)
+	readCreds(t, b, s, "app", nil)
+	mustContain(t, scrape(t, b, s), `role="app"`)
+	mustSucceed(t, request(t, b, s, logical.DeleteOperation, "roles/app", nil))
+	if strings.Contains(scrape(t, b, s), `role="app"`) {
+		t.Fatal("the deleted role's metrics remain")
+	}
+}
