@@ -53,7 +53,7 @@ e2e-openbao-if-cached:
 	else echo "e2e-openbao: skipped (OpenBao is not built here; make e2e-openbao builds it)"; fi
 
 # The whole suite, as CI runs it.
-test: lint unit e2e e2e-openbao-if-cached
+test: lint unit e2e e2e-cluster e2e-openbao-if-cached
 
 dev: build
 	scripts/dev.sh
