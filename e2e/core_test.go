@@ -27,7 +27,7 @@ func TestCore(t *testing.T) {
 	clientID, clientSecret := registerClient(t, map[string]any{"access_token_ttl": tokenTTL})
 
 	mustWrite(t, c, mount+"/config", map[string]any{
-		"issuer":        env.providerURL,
+		"issuer":        env.ProviderURL,
 		"client_id":     clientID,
 		"client_secret": clientSecret,
 	})
@@ -42,7 +42,7 @@ func TestCore(t *testing.T) {
 	var tokenA string // the access token of role a, from the first subtest on
 
 	t.Run("a_creds_cached", func(t *testing.T) {
-		resetStats(t)
+		env.ResetStats(t)
 		s := mustRead(t, c, mount+"/creds/a")
 		tokenA = str(s.Data["access_token"])
 		if tokenA == "" {
@@ -70,7 +70,7 @@ func TestCore(t *testing.T) {
 		if got := str(s2.Data["access_token"]); got != tokenA {
 			t.Errorf("second read returned another token (not cached)")
 		}
-		st := providerStats(t)
+		st := env.ProviderStats(t)
 		if n := st.ByClient[clientID]; n != 1 {
 			t.Errorf("provider saw %d token requests from %s, want 1 (stats: %+v)", n, clientID, st)
 		}
@@ -173,7 +173,7 @@ func TestBadInput(t *testing.T) {
 	clientID, clientSecret := registerClient(t, nil)
 
 	mustWrite(t, c, mount+"/config", map[string]any{
-		"token_url":     env.discovery.TokenEndpoint,
+		"token_url":     env.Discovery.TokenEndpoint,
 		"client_id":     clientID,
 		"client_secret": clientSecret,
 	})

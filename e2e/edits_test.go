@@ -65,7 +65,7 @@ func editsClient(t *testing.T) *api.Client {
 func discoveryMount(t *testing.T, c *api.Client, prefix string, config map[string]any) string {
 	t.Helper()
 	mount := newMount(t, prefix)
-	data := map[string]any{"issuer": env.providerURL}
+	data := map[string]any{"issuer": env.ProviderURL}
 	for k, v := range config {
 		data[k] = v
 	}
@@ -84,7 +84,7 @@ type proxiedMount struct {
 
 func newProxiedMount(t *testing.T, prefix string, timeout int, metadata map[string]any) *proxiedMount {
 	t.Helper()
-	tokenURL, err := url.Parse(env.discovery.TokenEndpoint)
+	tokenURL, err := url.Parse(env.Discovery.TokenEndpoint)
 	must(t, err)
 	proxy, err := faultproxy.Start(tokenURL.Scheme+"://"+tokenURL.Host, faultproxy.Options{TLS: true})
 	must(t, err)
@@ -375,7 +375,7 @@ func TestEditsRotate(t *testing.T) {
 		t.Parallel()
 		c := editsClient(t)
 		mount := discoveryMount(t, c, "edits-rotate-rt", nil)
-		if env.discovery.RevocationEndpoint == "" {
+		if env.Discovery.RevocationEndpoint == "" {
 			t.Fatal("the provider announces no revocation endpoint")
 		}
 		id, secret := registerClient(t, map[string]any{"grant_types": []string{"password", "refresh_token"}, "access_token_ttl": editsTokenTTL})
@@ -484,7 +484,7 @@ func TestEditsForcedReadsAreBounded(t *testing.T) {
 	mount := discoveryMount(t, c, "edits-forced", map[string]any{"client_id": id, "client_secret": secret})
 	mustWrite(t, c, mount+"/roles/app", map[string]any{"scopes": "read"})
 	creds := mount + "/creds/app"
-	grants := func() int { return providerStats(t).ByClient[id] }
+	grants := func() int { return env.ProviderStats(t).ByClient[id] }
 
 	prev := token(mustRead(t, c, creds))
 	before := grants()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/e2eharness"
 	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/faultproxy"
 )
 
@@ -118,7 +119,7 @@ type faultMount struct {
 
 func newFaultMount(t *testing.T, grant string) *faultMount {
 	t.Helper()
-	tokenURL, err := url.Parse(env.discovery.TokenEndpoint)
+	tokenURL, err := url.Parse(env.Discovery.TokenEndpoint)
 	must(t, err)
 	proxy, err := faultproxy.Start(tokenURL.Scheme+"://"+tokenURL.Host, faultproxy.Options{TLS: true})
 	must(t, err)
@@ -568,7 +569,7 @@ func checkNoSecretIn(t *testing.T, texts, secrets []string) {
 // pluginPIDs lists the plugin's processes under the test's Vault server.
 func pluginPIDs(t *testing.T) []int {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(env.stateDir, "vault.pid"))
+	b, err := os.ReadFile(filepath.Join(env.StateDir, "vault.pid"))
 	must(t, err)
 	vault := strings.TrimSpace(string(b))
 	entries, err := os.ReadDir("/proc")
@@ -583,7 +584,7 @@ func pluginPIDs(t *testing.T) []int {
 		if err != nil || !strings.Contains(string(status), "\nPPid:\t"+vault+"\n") {
 			continue
 		}
-		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && strings.HasPrefix(filepath.Base(exe), pluginCmd) {
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && strings.HasPrefix(filepath.Base(exe), e2eharness.PluginCmd) {
 			pids = append(pids, pid)
 		}
 	}

@@ -60,7 +60,7 @@ func newSigningKey(t testing.TB, kind, kid string) signingKey {
 func configuredMount(t *testing.T) string {
 	t.Helper()
 	mount := newMount(t, "grants")
-	mustWrite(t, env.client, mount+"/config", map[string]any{"issuer": env.providerURL})
+	mustWrite(t, env.client, mount+"/config", map[string]any{"issuer": env.ProviderURL})
 	return mount
 }
 
@@ -129,7 +129,7 @@ func TestPasswordGrantAgainstProvider(t *testing.T) {
 		"username": "alice", "password": "alice-password", "scopes": "openid,read",
 		"token_params": "takeExclusiveSignOnControl=true",
 	})
-	resetStats(t)
+	env.ResetStats(t)
 	s, in := readActiveToken(t, env.client, mount+"/creds/user", id)
 	if str(in["sub"]) != "alice" {
 		t.Fatalf("token subject = %v, want alice", in["sub"])
@@ -137,18 +137,18 @@ func TestPasswordGrantAgainstProvider(t *testing.T) {
 	if str(s.Data["id_token"]) == "" {
 		t.Fatal("the provider's id_token should pass through for scope openid")
 	}
-	params, _ := providerStats(t).LastParams["password"].(map[string]any)
+	params, _ := env.ProviderStats(t).LastParams["password"].(map[string]any)
 	if str(params["takeExclusiveSignOnControl"]) != "true" {
 		t.Fatalf("token_params did not reach the provider: %v", params)
 	}
 
 	// A forced renewal goes through the refresh token the password grant returned.
-	resetStats(t)
+	env.ResetStats(t)
 	s2 := mustReadWith(t, mount+"/creds/user", url.Values{"min_seconds": {"86400"}})
 	if str(s2.Data["access_token"]) == str(s.Data["access_token"]) {
 		t.Fatal("min_seconds above the lifetime should obtain a new token")
 	}
-	if got := providerStats(t).ByGrant; got["refresh_token"] != 1 || got["password"] != 0 {
+	if got := env.ProviderStats(t).ByGrant; got["refresh_token"] != 1 || got["password"] != 0 {
 		t.Fatalf("renewal should use the refresh token, provider saw %v", got)
 	}
 }
@@ -234,9 +234,9 @@ func TestSecretTokenParamsAgainstProvider(t *testing.T) {
 		"token_params": []string{"tenant=acme"}, "secret_token_params": []string{"api_key=" + apiKey},
 	})
 
-	resetStats(t)
+	env.ResetStats(t)
 	s, _ := readActiveToken(t, env.client, mount+"/creds/app", id)
-	st := providerStats(t)
+	st := env.ProviderStats(t)
 	if n := st.ByClient[id]; n != 1 {
 		t.Fatalf("the provider saw %d token requests from the client, want 1", n)
 	}
@@ -271,28 +271,14 @@ func TestSecretTokenParamsAgainstProvider(t *testing.T) {
 	}
 }
 
-// obtainRefreshToken performs a password grant directly at the provider, as an operator would
-// to get the refresh token they then import.
+// obtainRefreshToken gets a refresh token for alice at the provider
+// (e2eharness.Suite.ObtainRefreshToken) and remembers it, and her password, for the leak scan.
 func obtainRefreshToken(t *testing.T, id, secret string) string {
 	t.Helper()
-	form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"alice-password"}, "scope": {"read"}}
-	req, err := http.NewRequest(http.MethodPost, env.discovery.TokenEndpoint, strings.NewReader(form.Encode()))
-	must(t, err)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-	resp, err := httpClient.Do(req)
-	must(t, err)
-	defer resp.Body.Close()
-	var out struct {
-		RefreshToken string `json:"refresh_token"`
-	}
-	must(t, json.NewDecoder(resp.Body).Decode(&out))
-	if out.RefreshToken == "" {
-		t.Fatalf("password grant at the provider returned no refresh token (HTTP %d)", resp.StatusCode)
-	}
+	rt := env.ObtainRefreshToken(t, id, secret)
 	rememberSecret(kindPassword, "alice-password")
-	rememberSecret(kindRefreshToken, out.RefreshToken)
-	return out.RefreshToken
+	rememberSecret(kindRefreshToken, rt)
+	return rt
 }
 
 func mustReadWith(t *testing.T, path string, params url.Values) *api.Secret {

@@ -5,8 +5,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,48 +21,19 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
-)
 
-var httpClient = &http.Client{Timeout: 30 * time.Second}
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/e2eharness"
+)
 
 // ---- the OAuth provider ----
 
-// registerClient registers a client at the provider (RFC 7591, open registration). The metadata
-// overrides the defaults: a confidential client_credentials client with scopes "read write".
+// registerClient registers a client at the provider (e2eharness.Suite.RegisterClient) and
+// remembers its secret for the leak scan.
 func registerClient(t testing.TB, metadata map[string]any) (id, secret string) {
 	t.Helper()
-	md := map[string]any{
-		"grant_types":                []string{"client_credentials"},
-		"token_endpoint_auth_method": "client_secret_basic",
-		"scope":                      "read write",
-		"response_types":             []string{},
-		"redirect_uris":              []string{},
-	}
-	for k, v := range metadata {
-		md[k] = v
-	}
-	body, err := json.Marshal(md)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := httpClient.Post(env.discovery.RegistrationEndpoint, "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("client registration: %v", err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		t.Fatalf("client registration: %s: %s", resp.Status, raw)
-	}
-	var out struct {
-		ClientID     string `json:"client_id"`
-		ClientSecret string `json:"client_secret"`
-	}
-	if err := json.Unmarshal(raw, &out); err != nil || out.ClientID == "" {
-		t.Fatalf("client registration: bad answer %s (%v)", raw, err)
-	}
-	rememberSecret(kindClientSecret, out.ClientSecret)
-	return out.ClientID, out.ClientSecret
+	id, secret = env.RegisterClient(t, metadata)
+	rememberSecret(kindClientSecret, secret)
+	return id, secret
 }
 
 // providerPost sends a form to a provider endpoint as the fixed client "introspector".
@@ -90,7 +59,7 @@ func providerPost(t testing.TB, endpoint string, form url.Values) (int, []byte) 
 // introspect asks the provider about a token (RFC 7662) as the client "introspector".
 func introspect(t testing.TB, token string) map[string]any {
 	t.Helper()
-	code, raw := providerPost(t, env.discovery.IntrospectionEndpoint, url.Values{"token": {token}})
+	code, raw := providerPost(t, env.Discovery.IntrospectionEndpoint, url.Values{"token": {token}})
 	if code != http.StatusOK {
 		t.Fatalf("introspection: HTTP %d: %s", code, raw)
 	}
@@ -101,47 +70,6 @@ func introspect(t testing.TB, token string) map[string]any {
 		t.Fatalf("introspection: %v: %s", err, raw)
 	}
 	return out
-}
-
-// stats is the provider's GET /test/stats answer.
-type stats struct {
-	TokenRequests int            `json:"token_requests"`
-	ByGrant       map[string]int `json:"by_grant"`
-	ByClient      map[string]int `json:"by_client"`
-	InFlight      int            `json:"in_flight"`
-	PeakInFlight  int            `json:"peak_in_flight"`
-	LastParams    map[string]any `json:"last_params"`
-}
-
-func providerStats(t testing.TB) stats {
-	t.Helper()
-	resp, err := httpClient.Get(env.providerURL + "/test/stats")
-	if err != nil {
-		t.Fatalf("provider stats: %v", err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("provider stats: %s: %s", resp.Status, raw)
-	}
-	var s stats
-	if err := json.Unmarshal(raw, &s); err != nil {
-		t.Fatalf("provider stats: %v: %s", err, raw)
-	}
-	return s
-}
-
-func resetStats(t testing.TB) {
-	t.Helper()
-	resp, err := httpClient.Post(env.providerURL+"/test/stats/reset", "application/json", nil)
-	if err != nil {
-		t.Fatalf("provider stats reset: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		raw, _ := io.ReadAll(resp.Body)
-		t.Fatalf("provider stats reset: %s: %s", resp.Status, raw)
-	}
 }
 
 // ---- Vault ----
@@ -241,12 +169,6 @@ func mustRead(t testing.TB, c *api.Client, path string) *api.Secret {
 	return s
 }
 
-func randSuffix() string {
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // newMount mounts the oauth plugin at a fresh path (prefix-<random>) and unmounts it when the test
 // ends. It returns the path without slashes.
 func newMount(t testing.TB, prefix string) string {
@@ -298,7 +220,7 @@ var agentSeq atomic.Int32
 func runAgent(t testing.TB, templateText string) (renderedPath string, stop func()) {
 	t.Helper()
 	n := agentSeq.Add(1)
-	dir := filepath.Join(env.stateDir, fmt.Sprintf("agent-%d", n))
+	dir := filepath.Join(env.StateDir, fmt.Sprintf("agent-%d", n))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -340,8 +262,8 @@ template {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(env.vaultBin, "agent", "-config="+cfgFile, "-log-level=debug")
-	cmd.Env = append(cleanEnv(), "HOME="+dir)
+	cmd := exec.Command(env.VaultBin, "agent", "-config="+cfgFile, "-log-level=debug")
+	cmd.Env = append(e2eharness.CleanEnv(), "HOME="+dir)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		if cerr := lf.Close(); cerr != nil {
@@ -349,7 +271,7 @@ template {
 		}
 		t.Fatalf("starting vault agent: %v", err)
 	}
-	trackPid(t, cmd.Process.Pid)
+	env.TrackPid(t, cmd.Process.Pid)
 	// exited carries how the agent ended; closing its log (which the agent wrote through our
 	// descriptor) failing is an error too.
 	exited := make(chan error, 1)
@@ -373,7 +295,7 @@ template {
 			case <-time.After(10 * time.Second):
 				_ = cmd.Process.Kill()
 				err := <-exited
-				t.Errorf("vault agent did not stop within 10s of an interrupt and was killed (%v)%s", err, fileTail(logFile, 20))
+				t.Errorf("vault agent did not stop within 10s of an interrupt and was killed (%v)%s", err, e2eharness.FileTail(logFile, 20))
 			}
 		})
 	}
@@ -387,39 +309,21 @@ template {
 		select {
 		case err := <-exited:
 			exited <- err
-			t.Fatalf("vault agent exited before rendering (%v)%s", err, fileTail(logFile, 40))
+			t.Fatalf("vault agent exited before rendering (%v)%s", err, e2eharness.FileTail(logFile, 40))
 		case <-deadline:
-			t.Fatalf("vault agent did not render %s within 60s%s", renderedPath, fileTail(logFile, 40))
+			t.Fatalf("vault agent did not render %s within 60s%s", renderedPath, e2eharness.FileTail(logFile, 40))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-// cleanEnv is the environment without VAULT_* variables, so that nothing leaks into a child.
-func cleanEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "VAULT_") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-func fileTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	return fmt.Sprintf("\n--- last lines of %s ---\n%s", path, tail(string(b), n))
-}
-
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
+// Shorthands for the shared helpers the tests use everywhere.
+var (
+	must       = e2eharness.Must
+	str        = e2eharness.Str
+	randSuffix = e2eharness.RandSuffix
+	httpClient = e2eharness.HTTPClient
+)
 
 // ---- small value helpers ----
 
@@ -452,16 +356,6 @@ func num(t testing.TB, v any, what string) int64 {
 		t.Fatalf("%s: %v (%T) is not a number", what, v, v)
 		return 0
 	}
-}
-
-func str(v any) string {
-	if v == nil {
-		return ""
-	}
-	if s, ok := v.(string); ok {
-		return s
-	}
-	return fmt.Sprint(v)
 }
 
 func abs(x int64) int64 {

@@ -259,7 +259,7 @@ func runLogs(stateDir string) ([]leakSource, error) {
 // leakScanPasses runs the scan over this run's logs and records and reports on w; it is false on
 // any hit or when the logs cannot be read.
 func leakScanPasses(w io.Writer) bool {
-	logs, err := runLogs(env.stateDir)
+	logs, err := runLogs(env.StateDir)
 	if err != nil {
 		// The scan fails either way; a report that cannot be written changes nothing.
 		_, _ = fmt.Fprintf(w, "\n=== e2e leak scan FAILED: cannot read Vault's logs: %v ===\n", err)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/e2eharness"
 )
 
 // Reads without a lease (issue 16): a lease=false role's creds answer carries no lease but ttl
@@ -80,7 +82,7 @@ func testAgentLeaseless(t *testing.T) {
 	clientID, secret := registerClient(t, map[string]any{"access_token_ttl": leaselessTTL})
 	controlID, controlSecret := registerClient(t, map[string]any{"access_token_ttl": leaselessTTL})
 	mustWrite(t, c, mount+"/config", map[string]any{
-		"issuer": env.providerURL, "client_id": clientID, "client_secret": secret, "lease": false,
+		"issuer": env.ProviderURL, "client_id": clientID, "client_secret": secret, "lease": false,
 	})
 	// app inherits lease=false from the config. leased sets lease=true itself (with a client of
 	// its own, not to count in app's grants): the control showing that the lookup lists a lease
@@ -107,7 +109,7 @@ func testAgentLeaseless(t *testing.T) {
 		t.Fatalf("%d direct lease=false reads left %d leases: %v", directReads, len(keys), keys)
 	}
 
-	grants0 := providerStats(t).ByClient[clientID]
+	grants0 := env.ProviderStats(t).ByClient[clientID]
 	start := time.Now()
 	rendered, stop := runAgent(t, fmt.Sprintf(`{{ with secret "%s" }}{{ .Data.access_token }}{{ end }}`, creds))
 	defer stop()
@@ -165,14 +167,14 @@ func testAgentLeaseless(t *testing.T) {
 	}
 	if len(renders) <= wantChanges {
 		t.Fatalf("the rendered file changed %d times in %s, want %d (token life left at each render: %s)%s",
-			max(len(renders)-1, 0), took.Round(time.Second), wantChanges, strings.Join(lefts, ", "), fileTail(filepath.Join(filepath.Dir(rendered), "agent.log"), 30))
+			max(len(renders)-1, 0), took.Round(time.Second), wantChanges, strings.Join(lefts, ", "), e2eharness.FileTail(filepath.Join(filepath.Dir(rendered), "agent.log"), 30))
 	}
 	var gaps, outgoing []string
 	for i := 1; i < len(renders); i++ {
 		gaps = append(gaps, renders[i].at.Sub(renders[i-1].at).Round(time.Second).String())
 		outgoing = append(outgoing, fmt.Sprintf("%ds", renders[i].outgoing))
 	}
-	grants := providerStats(t).ByClient[clientID] - grants0
+	grants := env.ProviderStats(t).ByClient[clientID] - grants0
 	agentReads := agentLogCount(t, rendered, "(runner) receiving dependency vault.read("+creds+")")
 	t.Logf("the Agent rendered %d tokens in %s (every %s); life left at each render: %s (threshold %ds); the replaced token's at each change: %s; the provider saw %d grants for the role meanwhile; the Agent read %d times; %d lease lookups, all empty",
 		len(renders), took.Round(time.Second), strings.Join(gaps, ", "), strings.Join(lefts, ", "), leaselessThreshold, strings.Join(outgoing, ", "), grants, agentReads, lookups)
@@ -199,10 +201,10 @@ func checkLeaselessMetrics(t *testing.T, mount, clientID string, reads int) {
 	var st roleStatus
 	var provider int64
 	for {
-		before := providerStats(t).ByClient[clientID]
+		before := env.ProviderStats(t).ByClient[clientID]
 		m = scrapeMetrics(t, mount, scraper.Token(), headerVaultToken)
 		st = readStatus(t, env.client, mount+"/roles/app/status")
-		if after := providerStats(t).ByClient[clientID]; after == before {
+		if after := env.ProviderStats(t).ByClient[clientID]; after == before {
 			provider = int64(after)
 			break
 		}

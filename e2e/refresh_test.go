@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/e2eharness"
 )
 
 // shortTTL is the access-token lifetime (seconds) of the clients whose tokens the refresher must
@@ -91,7 +93,7 @@ func shortLivedMount(t *testing.T, prefix string) (mount, clientID string) {
 	mount = newMount(t, prefix)
 	clientID, secret := registerClient(t, map[string]any{"access_token_ttl": shortTTL})
 	mustWrite(t, env.client, mount+"/config", map[string]any{
-		"issuer": env.providerURL, "client_id": clientID, "client_secret": secret,
+		"issuer": env.ProviderURL, "client_id": clientID, "client_secret": secret,
 	})
 	mustWrite(t, env.client, mount+"/roles/app", map[string]any{"scopes": "read"})
 	return mount, clientID
@@ -116,9 +118,9 @@ func everySecond(deadline time.Time, poll func() bool) bool {
 func grantsAtProvider(t *testing.T, c *api.Client, clientID, statusPath string) (provider, status int64) {
 	t.Helper()
 	for {
-		before := providerStats(t).ByClient[clientID]
+		before := env.ProviderStats(t).ByClient[clientID]
 		st := readStatus(t, c, statusPath)
-		if after := providerStats(t).ByClient[clientID]; after == before {
+		if after := env.ProviderStats(t).ByClient[clientID]; after == before {
 			return int64(before), st.Grants
 		}
 	}
@@ -242,7 +244,7 @@ func testRotate(t *testing.T) {
 	mount := newMount(t, "refresh-rotate")
 	clientID, secret := registerClient(t, nil)
 	mustWrite(t, c, mount+"/config", map[string]any{
-		"issuer": env.providerURL, "client_id": clientID, "client_secret": secret,
+		"issuer": env.ProviderURL, "client_id": clientID, "client_secret": secret,
 	})
 	mustWrite(t, c, mount+"/roles/app", map[string]any{"scopes": "read"})
 
@@ -266,7 +268,7 @@ func testRotate(t *testing.T) {
 	if in := introspect(t, oldToken); in["active"] != false {
 		t.Errorf("the rotated-out token is still active at the provider: %v", in)
 	}
-	if n := providerStats(t).ByClient[clientID]; n != 2 {
+	if n := env.ProviderStats(t).ByClient[clientID]; n != 2 {
 		t.Errorf("the provider saw %d token requests from the client, want 2 (read, rotate)", n)
 	}
 }
@@ -280,9 +282,9 @@ type raftVault struct {
 
 func startRaftVault(t *testing.T) *raftVault {
 	t.Helper()
-	v := &raftVault{dir: filepath.Join(env.stateDir, "raft-"+randSuffix())}
+	v := &raftVault{dir: filepath.Join(env.StateDir, "raft-"+randSuffix())}
 	t.Cleanup(func() {
-		if _, err := runScript("scripts/vault.sh", "stop", v.dir); err != nil {
+		if _, err := env.RunScript("scripts/vault.sh", "stop", v.dir); err != nil {
 			t.Errorf("stopping the raft Vault: %v", err)
 		}
 	})
@@ -297,20 +299,20 @@ func startRaftVault(t *testing.T) *raftVault {
 // run calls scripts/vault.sh and lets the watchdog know the server's pid.
 func (v *raftVault) run(t *testing.T, cmd string, flags ...string) {
 	t.Helper()
-	if _, err := runScript("scripts/vault.sh", append([]string{cmd, v.dir}, flags...)...); err != nil {
-		t.Fatalf("vault.sh %s: %v%s", cmd, err, fileTail(filepath.Join(v.dir, "vault.log"), 40))
+	if _, err := env.RunScript("scripts/vault.sh", append([]string{cmd, v.dir}, flags...)...); err != nil {
+		t.Fatalf("vault.sh %s: %v%s", cmd, err, e2eharness.FileTail(filepath.Join(v.dir, "vault.log"), 40))
 	}
 	b, err := os.ReadFile(filepath.Join(v.dir, "vault.pid"))
 	must(t, err)
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	must(t, err)
-	trackPid(t, pid)
+	env.TrackPid(t, pid)
 }
 
 // connect points the client at the server's current address and root token.
 func (v *raftVault) connect(t *testing.T) {
 	t.Helper()
-	vars, err := readEnvFile(filepath.Join(v.dir, "vault.env"))
+	vars, err := e2eharness.ReadEnvFile(filepath.Join(v.dir, "vault.env"), "VAULT_ADDR", "VAULT_TOKEN")
 	must(t, err)
 	must(t, v.client.SetAddress(vars["VAULT_ADDR"]))
 	v.client.SetToken(vars["VAULT_TOKEN"])
@@ -328,7 +330,7 @@ func testRefreshSurvivesRestart(t *testing.T) {
 	v := startRaftVault(t)
 	c := v.client
 	const mount = "oauth"
-	mustWrite(t, c, mount+"/config", map[string]any{"issuer": env.providerURL})
+	mustWrite(t, c, mount+"/config", map[string]any{"issuer": env.ProviderURL})
 
 	role := func(name string, metadata, data map[string]any) string {
 		id, secret := registerClient(t, metadata)
@@ -358,7 +360,7 @@ func testRefreshSurvivesRestart(t *testing.T) {
 	for _, n := range names {
 		rolesBefore[n] = mustRead(t, c, mount+"/roles/"+n).Data
 	}
-	stats := providerStats(t)
+	stats := env.ProviderStats(t)
 
 	v.restart(t)
 	restarted := time.Now().Truncate(time.Second)
@@ -378,7 +380,7 @@ func testRefreshSurvivesRestart(t *testing.T) {
 	if got := str(mustRead(t, c, mount+"/creds/cached").Data["access_token"]); got != str(cached.Data["access_token"]) {
 		t.Error("the cached token was not kept across the restart")
 	}
-	if n := providerStats(t).ByClient[cachedID]; n != stats.ByClient[cachedID] {
+	if n := env.ProviderStats(t).ByClient[cachedID]; n != stats.ByClient[cachedID] {
 		t.Errorf("the provider saw %d token requests for the cached role, %d before the restart", n, stats.ByClient[cachedID])
 	}
 
@@ -393,7 +395,7 @@ func testRefreshSurvivesRestart(t *testing.T) {
 	if in := introspect(t, str(forced.Data["access_token"])); in["active"] != true {
 		t.Errorf("the token from the rotated refresh token is not active: %v", in)
 	}
-	if n := providerStats(t).ByClient[mailID]; n != stats.ByClient[mailID]+1 {
+	if n := env.ProviderStats(t).ByClient[mailID]; n != stats.ByClient[mailID]+1 {
 		t.Errorf("the provider saw %d token requests for the mail role, want one more than the %d before", n, stats.ByClient[mailID])
 	}
 

@@ -20,9 +20,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${BENCH_OUT:-$ROOT/bench-results.md}"
-PLUGIN="$ROOT/bin/vault-plugin-secrets-oauth"
-
-log() { echo "bench: $*" >&2; }
+LOG_NAME=bench
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+PLUGIN="$ROOT/bin/$PLUGIN_CMD"
 
 [ -x "$PLUGIN" ] || { log "$PLUGIN is missing: run 'make build' (or 'make bench')"; exit 1; }
 

@@ -22,55 +22,25 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PLUGIN_NAME=oauth
-PLUGIN_CMD=vault-plugin-secrets-oauth
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 PLUGIN_SRC="${PLUGIN_BIN:-$ROOT/bin/$PLUGIN_CMD}"
 TIMEOUT="${CLUSTER_START_TIMEOUT:-120}"
 NODES="1 2 3"
 
-log() { echo "cluster.sh: $*" >&2; }
-die() {
-  log "$*"
-  exit 1
-}
 usage() { die "usage: $0 start|stop|kill-leader|status STATE_DIR | kill-node|restart-node STATE_DIR N"; }
 
-[ $# -ge 2 ] || usage
-cmd="$1"
-mkdir -p "$2"
-STATE_DIR="$(cd "$2" && pwd)"
+read_command_args "$@"
 shift 2
 
-unset VAULT_NAMESPACE VAULT_CACERT VAULT_CAPATH VAULT_CLIENT_CERT VAULT_CLIENT_KEY VAULT_AGENT_ADDR || true
-
-# free_port prints a TCP port on 127.0.0.1 that nothing listens on and that this script has not
-# handed out yet (TAKEN), below the kernel's range for outgoing connections (as scripts/vault.sh).
-TAKEN=" "
-free_port() {
-  local p i low=32768
-  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
-  for i in $(seq 1 200); do
-    p=$((10000 + (RANDOM * 32768 + RANDOM + i) % (low - 10002)))
-    case "$TAKEN" in *" $p "*) continue ;; esac
-    if ! (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      TAKEN="$TAKEN$p "
-      echo "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
+unset_vault_client_env
 
 node_dir() { echo "$STATE_DIR/node$1"; }
 node_port() { cat "$(node_dir "$1")/vault.port"; }
 node_addr() { echo "http://127.0.0.1:$(node_port "$1")"; }
 node_pid() { cat "$(node_dir "$1")/vault.pid" 2>/dev/null || true; }
 
-running() {
-  local pid
-  pid="$(node_pid "$1")"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
-}
+running() { pid_alive "$(node_pid "$1")"; }
 
 vault_bin() { VAULT_BIN="${VAULT_BIN:-$("$ROOT/scripts/vault-binary.sh")}"; }
 
@@ -85,44 +55,16 @@ vault_at() {
 # health N: the HTTP status of node N's sys/health (000 when nothing answers): 200 active,
 # 429 standby, 473 performance standby, 474 standby that cannot reach the active node,
 # 501 not initialised, 503 sealed.
-health() {
-  curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$(node_addr "$1")/v1/sys/health" 2>/dev/null || true
-}
+health() { health_code "$(node_addr "$1")"; }
 
-tail_log() {
-  local f
-  f="$(node_dir "$1")/vault.log"
-  if [ -f "$f" ]; then
-    log "last lines of $f:"
-    tail -n 40 "$f" >&2
-  fi
-}
+# node_alive N: dies, with the last lines of its log, unless node N runs.
+node_alive() { server_alive "node $1" "$(node_dir "$1")"; }
 
 # wait_health N WANT...: waits until node N answers one of the codes; prints it.
 wait_health() {
-  local n="$1" deadline code w
+  local n="$1"
   shift
-  deadline=$((SECONDS + TIMEOUT))
-  while [ $SECONDS -lt $deadline ]; do
-    running "$n" || {
-      tail_log "$n"
-      die "node $n exited (log: $(node_dir "$n")/vault.log)"
-    }
-    code="$(health "$n")"
-    for w in "$@"; do
-      if [ "$code" = "$w" ]; then
-        echo "$code"
-        return 0
-      fi
-    done
-    sleep 0.2
-  done
-  tail_log "$n"
-  die "node $n did not answer sys/health with $* within ${TIMEOUT}s (last: $code)"
-}
-
-json_field() { # FIELD: first string value of FIELD (or of the first item of its array) on stdin
-  tr -d ' \n\r\t' | sed -n "s/.*\"$1\":\\[*\"\\([^\"]*\\)\".*/\\1/p"
+  await_health "node $n" "$(node_dir "$n")" "$(node_addr "$n")" "$TIMEOUT" "$@"
 }
 
 write_config() { # N
@@ -158,24 +100,16 @@ EOF
   } >"$d/vault.hcl"
 }
 
-launch() { # N
-  local n="$1" d
-  d="$(node_dir "$n")"
-  : >>"$d/vault.log"
-  echo "==== $(date -u +%FT%TZ) vault server (node $n) ====" >>"$d/vault.log"
-  # setsid: the node outlives this script, ignores the terminal's Ctrl-C, and leads its own
-  # process group (with its plugin processes), which kill-node kills as a whole.
-  HOME="$d" setsid "$VAULT_BIN" server -config="$d/vault.hcl" </dev/null >>"$d/vault.log" 2>&1 &
-  echo $! >"$d/vault.pid"
+# launch N: starts node N; its process group (the server and its plugins) is what kill-node kills.
+launch() {
+  local d
+  d="$(node_dir "$1")"
+  launch_server "$d" "vault server (node $1)" -config="$d/vault.hcl"
 }
 
 copy_plugin() { # N
-  local d
-  d="$(node_dir "$1")/plugins"
-  mkdir -p "$d"
   [ -x "$PLUGIN_SRC" ] || die "$PLUGIN_SRC is missing (run 'make build')"
-  cp "$PLUGIN_SRC" "$d/.$PLUGIN_CMD.tmp"
-  mv -f "$d/.$PLUGIN_CMD.tmp" "$d/$PLUGIN_CMD"
+  install_plugin "$PLUGIN_SRC" "$(node_dir "$1")/plugins"
 }
 
 # unseal N: gives node N the unseal key once and waits until it is active or a standby. Once only:
@@ -186,10 +120,7 @@ unseal() {
   local n="$1" deadline code supplied=0
   deadline=$((SECONDS + TIMEOUT))
   while [ $SECONDS -lt $deadline ]; do
-    running "$n" || {
-      tail_log "$n"
-      die "node $n exited (log: $(node_dir "$n")/vault.log)"
-    }
+    node_alive "$n"
     code="$(health "$n")"
     case "$code" in
       200 | 429 | 473 | 474) return 0 ;;
@@ -201,7 +132,7 @@ unseal() {
     esac
     sleep 0.5
   done
-  tail_log "$n"
+  tail_log "$(node_dir "$n")/vault.log"
   die "node $n was not unsealed within ${TIMEOUT}s (last sys/health: $code)"
 }
 
@@ -249,7 +180,7 @@ wait_voters() {
 
 register_plugin() { # N (the active node)
   local a="$1" sha
-  sha="$(sha256sum "$(node_dir "$a")/plugins/$PLUGIN_CMD" | cut -d' ' -f1)"
+  sha="$(plugin_sha "$(node_dir "$a")/plugins/$PLUGIN_CMD")"
   # No -version: Vault takes the version the plugin reports (as scripts/vault.sh).
   vault_at "$a" plugin register -sha256="$sha" -command="$PLUGIN_CMD" secret "$PLUGIN_NAME" >&2
   vault_at "$a" secrets enable -path="$PLUGIN_NAME" "$PLUGIN_NAME" >&2
@@ -289,11 +220,7 @@ start() {
 
   wait_health 1 501 >/dev/null
   log "initialising node 1"
-  (umask 077 && vault_at 1 operator init -key-shares=1 -key-threshold=1 -format=json >"$STATE_DIR/init.json")
-  (umask 077 && json_field unseal_keys_b64 <"$STATE_DIR/init.json" >"$STATE_DIR/unseal.key")
-  (umask 077 && json_field root_token <"$STATE_DIR/init.json" >"$STATE_DIR/root.token")
-  [ -s "$STATE_DIR/unseal.key" ] && [ -s "$STATE_DIR/root.token" ] ||
-    die "could not read the unseal key / root token from $STATE_DIR/init.json"
+  init_raft vault_at 1
   unseal 1
   wait_health 1 200 >/dev/null
   write_env
@@ -311,33 +238,23 @@ start() {
 
 # kill_node N: kill -9 of node N's process group (the server and its plugin processes).
 kill_node() {
-  local n="$1" pid i
+  local n="$1" pid
   pid="$(node_pid "$n")"
   [ -n "$pid" ] || die "node $n has no pid file"
   kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-  for i in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_gone "$pid" 100 || true
   rm -f "$(node_dir "$n")/vault.pid"
   log "killed node $n (pid $pid) with SIGKILL"
 }
 
 stop_node() {
-  local n="$1" pid i
+  local n="$1" pid
   running "$n" || {
     rm -f "$(node_dir "$n")/vault.pid"
     return 0
   }
   pid="$(node_pid "$n")"
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "node $n (pid $pid) ignored SIGTERM for 15s; killing it"
-  fi
+  term_and_wait "$pid" 150 || log "node $n (pid $pid) ignored SIGTERM for 15s; killing it"
   # The group also holds the node's plugin processes, which may outlive a killed server.
   kill -KILL -- "-$pid" 2>/dev/null || true
   rm -f "$(node_dir "$n")/vault.pid"

@@ -16,6 +16,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_NAME=provider
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 PROVIDER_DIR="$ROOT/test/provider"
 START_TIMEOUT=30
 
@@ -23,8 +26,6 @@ usage() {
   echo "usage: $0 start|stop STATE_DIR" >&2
   exit 2
 }
-
-log() { echo "provider: $*" >&2; }
 
 # True when PID is alive and is this provider's server (guards against a recycled PID).
 is_provider_pid() {
@@ -109,19 +110,14 @@ start() {
 }
 
 stop() {
-  local state="$1" pid i
+  local state="$1" pid
   if [ ! -f "$state/provider.pid" ]; then
     log "not running (no $state/provider.pid)"
     return 0
   fi
   pid="$(cat "$state/provider.pid")"
   if is_provider_pid "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
+    if ! term_and_wait "$pid" 50; then
       log "pid $pid ignored SIGTERM; killing it"
       kill -KILL "$pid" 2>/dev/null || true
     fi
@@ -133,11 +129,9 @@ stop() {
 }
 
 [ $# -eq 2 ] || usage
-cmd="$1"
-mkdir -p "$2"
-state_dir="$(cd "$2" && pwd)"
+read_command_args "$@"
 case "$cmd" in
-  start) start "$state_dir" ;;
-  stop) stop "$state_dir" ;;
+  start) start "$STATE_DIR" ;;
+  stop) stop "$STATE_DIR" ;;
   *) usage ;;
 esac

@@ -21,91 +21,23 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PLUGIN_NAME=oauth
-PLUGIN_CMD=vault-plugin-secrets-oauth
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 PLUGIN_SRC="$ROOT/bin/$PLUGIN_CMD"
 START_TIMEOUT="${VAULT_START_TIMEOUT:-60}"
 
-log() { echo "vault.sh: $*" >&2; }
-die() {
-  log "$*"
-  exit 1
-}
 usage() { die "usage: $0 start STATE_DIR [--raft] [--audit] | stop STATE_DIR | restart STATE_DIR | status STATE_DIR"; }
 
-[ $# -ge 2 ] || usage
-cmd="$1"
-mkdir -p "$2"
-STATE_DIR="$(cd "$2" && pwd)"
+read_command_args "$@"
 shift 2
 
 PID_FILE="$STATE_DIR/vault.pid"
 LOG_FILE="$STATE_DIR/vault.log"
 
-# free_port prints a TCP port on 127.0.0.1 that nothing listens on right now. It stays below
-# the kernel's range for outgoing connections: a port lent to a client socket fails Vault's bind
-# although nothing listens on it.
-free_port() {
-  local p i low=32768
-  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
-  for i in $(seq 1 200); do
-    p=$((10000 + (RANDOM * 32768 + RANDOM + i) % (low - 10002)))
-    if ! (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
-port_in_use() { (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-running() {
-  local pid
-  [ -f "$PID_FILE" ] || return 1
-  pid="$(cat "$PID_FILE")"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
-}
-
-tail_log() {
-  if [ -f "$LOG_FILE" ]; then
-    log "last lines of $LOG_FILE:"
-    tail -n 40 "$LOG_FILE" >&2
-  fi
-}
-
-# health_code prints the HTTP status of sys/health (000 when nothing answers).
-health_code() {
-  curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$VAULT_ADDR/v1/sys/health" 2>/dev/null || true
-}
+running() { pid_alive "$(cat "$PID_FILE" 2>/dev/null || true)"; }
 
 # wait_health WANT...: waits until sys/health answers one of the given codes; prints it.
-wait_health() {
-  local deadline code w
-  deadline=$((SECONDS + START_TIMEOUT))
-  while [ $SECONDS -lt $deadline ]; do
-    if ! running; then
-      tail_log
-      die "vault exited during startup (log: $LOG_FILE)"
-    fi
-    code="$(health_code)"
-    for w in "$@"; do
-      if [ "$code" = "$w" ]; then
-        echo "$code"
-        return 0
-      fi
-    done
-    sleep 0.2
-  done
-  tail_log
-  die "vault did not answer sys/health with $* within ${START_TIMEOUT}s (last: $code; log: $LOG_FILE)"
-}
-
-# json_field FIELD: first string value of FIELD (a string or the first item of an array of
-# strings) in the JSON on stdin. Enough for Vault's init output; avoids needing jq.
-json_field() {
-  tr -d ' \n\r\t' | sed -n "s/.*\"$1\":\\[*\"\\([^\"]*\\)\".*/\\1/p"
-}
+wait_health() { await_health vault "$STATE_DIR" "$VAULT_ADDR" "$START_TIMEOUT" "$@"; }
 
 # OpenBao's CLI reads BAO_ADDR and BAO_TOKEN.
 vault_cli() { BAO_ADDR="${VAULT_ADDR:-}" BAO_TOKEN="${VAULT_TOKEN:-}" "$VAULT_BIN" "$@"; }
@@ -115,21 +47,12 @@ write_env() {
   printf 'VAULT_ADDR=%s\nVAULT_TOKEN=%s\n' "$VAULT_ADDR" "$VAULT_TOKEN" >"$STATE_DIR/vault.env"
 }
 
-launch() { # args for `vault server`
-  : >>"$LOG_FILE"
-  echo "==== $(date -u +%FT%TZ) vault server $* ====" >>"$LOG_FILE"
-  # setsid: the server outlives this script and ignores the terminal's Ctrl-C; HOME keeps dev
-  # mode's ~/.vault-token inside STATE_DIR.
-  HOME="$STATE_DIR" setsid "$VAULT_BIN" server "$@" </dev/null >>"$LOG_FILE" 2>&1 &
-  echo $! >"$PID_FILE"
-}
+launch() { launch_server "$STATE_DIR" "vault server $*" "$@"; } # args for `vault server`
 
 copy_plugin() {
   mkdir -p "$STATE_DIR/plugins"
   if [ -x "$PLUGIN_SRC" ]; then
-    # Copy then rename, so that a plugin process still running the old file is not disturbed.
-    cp "$PLUGIN_SRC" "$STATE_DIR/plugins/.$PLUGIN_CMD.tmp"
-    mv -f "$STATE_DIR/plugins/.$PLUGIN_CMD.tmp" "$STATE_DIR/plugins/$PLUGIN_CMD"
+    install_plugin "$PLUGIN_SRC" "$STATE_DIR/plugins"
   fi
 }
 
@@ -148,7 +71,7 @@ register_plugin() {
     log "NOTE: $PLUGIN_SRC is missing (run 'make build'): Vault runs WITHOUT the $PLUGIN_NAME plugin"
     return 0
   fi
-  sha="$(sha256sum "$bin" | cut -d' ' -f1)"
+  sha="$(plugin_sha "$bin")"
   if vault_cli secrets list -format=json | grep -q "\"$PLUGIN_NAME/\""; then
     mounted=1
     # The catalog entry of the mount's version must be this binary (the mount's running_sha256
@@ -220,7 +143,7 @@ start() {
   echo "$port" >"$STATE_DIR/vault.port"
 
   export VAULT_ADDR="http://127.0.0.1:$port"
-  unset VAULT_NAMESPACE VAULT_CACERT VAULT_CAPATH VAULT_CLIENT_CERT VAULT_CLIENT_KEY || true
+  unset_vault_client_env
   cfg="$STATE_DIR/vault.hcl"
 
   if [ "$mode" = dev ]; then
@@ -260,12 +183,7 @@ EOF
     code="$(wait_health 200 429 472 473 501 503)"
     if [ "$code" = 501 ]; then
       log "initialising raft storage"
-      (umask 077 && vault_cli operator init -key-shares=1 -key-threshold=1 -format=json >"$STATE_DIR/init.json")
-      (umask 077 && json_field unseal_keys_b64 <"$STATE_DIR/init.json" >"$STATE_DIR/unseal.key")
-      (umask 077 && json_field root_token <"$STATE_DIR/init.json" >"$STATE_DIR/root.token")
-      if [ ! -s "$STATE_DIR/unseal.key" ] || [ ! -s "$STATE_DIR/root.token" ]; then
-        die "could not read the unseal key / root token from $STATE_DIR/init.json"
-      fi
+      init_raft vault_cli
       code=503
     fi
     if [ "$code" = 503 ]; then
@@ -292,12 +210,7 @@ stop() {
   pid="$(cat "$PID_FILE")"
   # The plugin processes are the server's children; note them in case the server must be killed.
   kids="$(pgrep -P "$pid" || true)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
+  if ! term_and_wait "$pid" 150; then
     log "vault (pid $pid) ignored SIGTERM for 15s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
     for i in $kids; do kill -KILL "$i" 2>/dev/null || true; done

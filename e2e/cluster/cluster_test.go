@@ -38,7 +38,7 @@ func figure(t *testing.T, format string, args ...any) {
 func TestStandbyReads(t *testing.T) {
 	active := healthyCluster(t)
 	roles := newRoles(t, "sr-"+randSuffix(), 0)
-	before := providerStats(t)
+	before := env.ProviderStats(t)
 	for _, r := range roles {
 		want := readToken(t, active.client, r.name)
 		for _, nd := range env.nodes {
@@ -47,7 +47,7 @@ func TestStandbyReads(t *testing.T) {
 			}
 		}
 	}
-	after := providerStats(t)
+	after := env.ProviderStats(t)
 	for _, r := range roles {
 		if n := after.ByClient[r.clientID] - before.ByClient[r.clientID]; n != 0 {
 			t.Errorf("role %s: %d grants at the provider for reads of a cached token through the nodes", r.name, n)
@@ -128,7 +128,7 @@ func takeover(t *testing.T, prefix string, kill bool) {
 		}
 		before[r.name] = st
 	}
-	statsBefore := providerStats(t)
+	statsBefore := env.ProviderStats(t)
 	survivors := others(old)
 
 	// Reads through the survivors from the moment of the change, until one succeeds.
@@ -217,7 +217,7 @@ func takeover(t *testing.T, prefix string, kill bool) {
 		}
 		return len(refreshed) == len(roles)
 	})
-	statsAfter := providerStats(t)
+	statsAfter := env.ProviderStats(t)
 
 	var firstRefresh, allRefreshed time.Time
 	var firstStamp time.Time
@@ -310,15 +310,15 @@ func TestRollingUpgrade(t *testing.T) {
 		tokens[r.name] = readToken(t, active.client, r.name)
 	}
 	// short: a 90 s token, due at every tick, which the reloaded mount refreshes as it starts.
-	shortID, shortSecret := registerClient(t, map[string]any{"access_token_ttl": 90})
+	shortID, shortSecret := env.RegisterClient(t, map[string]any{"access_token_ttl": 90})
 	short := roles[0].name[:strings.LastIndex(roles[0].name, "-")] + "-short"
 	mustWrite(t, active.client, mount+"/roles/"+short, map[string]any{"client_id": shortID, "client_secret": shortSecret, "scopes": "read"})
 	readToken(t, active.client, short)
 
 	// Build v0.2.0 and put it next to the running binary on every node.
-	built := filepath.Join(env.stateDir, pluginCmd+"-"+version)
+	built := filepath.Join(env.StateDir, pluginCmd+"-"+version)
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+version, "-o", built, "./cmd/"+pluginCmd)
-	cmd.Dir = env.root
+	cmd.Dir = env.Root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the plugin %s: %v\n%s", version, err, out)
@@ -327,7 +327,7 @@ func TestRollingUpgrade(t *testing.T) {
 	must(t, err)
 	sum := sha256.Sum256(bin)
 	for _, nd := range env.nodes {
-		dst := filepath.Join(env.stateDir, fmt.Sprintf("node%d", nd.n), "plugins", pluginCmd+"-"+version)
+		dst := filepath.Join(env.StateDir, fmt.Sprintf("node%d", nd.n), "plugins", pluginCmd+"-"+version)
 		must(t, os.WriteFile(dst+".tmp", bin, 0o755))
 		must(t, os.Rename(dst+".tmp", dst))
 	}
@@ -335,16 +335,16 @@ func TestRollingUpgrade(t *testing.T) {
 		"-version="+version, "secret", "oauth")
 	vaultCLI(t, active, "secrets", "tune", "-plugin-version="+version, mount+"/")
 
-	statsBefore := providerStats(t)
+	statsBefore := env.ProviderStats(t)
 	shortBefore := mustStatus(t, active.client, short).Grants
 
 	// A grant of the refresh_token role in flight across the reload.
-	setTokenDelay(t, 3000)
-	t.Cleanup(func() { setTokenDelay(t, 0) })
+	env.SetTokenDelay(t, 3000)
+	t.Cleanup(func() { env.SetTokenDelay(t, 0) })
 	inflight := make(chan error, 1)
 	go func() { inflight <- forceGrant(active.client, mail.name) }()
 	poll(t, 30*time.Second, 50*time.Millisecond, "grant in flight at the provider", func() bool {
-		return providerStats(t).InFlight > 0
+		return env.ProviderStats(t).InFlight > 0
 	})
 	reloadStart := time.Now()
 	vaultCLI(t, active, "plugin", "reload", "-type=secret", "-plugin=oauth")
@@ -355,7 +355,7 @@ func TestRollingUpgrade(t *testing.T) {
 	case <-time.After(2 * time.Minute):
 		t.Fatal("the grant in flight across the reload did not finish within 2m")
 	}
-	setTokenDelay(t, 0)
+	env.SetTokenDelay(t, 0)
 
 	poll(t, time.Minute, 250*time.Millisecond, "mount running "+version, func() bool {
 		return runningVersion(active.probe) == version
@@ -382,7 +382,7 @@ func TestRollingUpgrade(t *testing.T) {
 			}
 		}
 	}
-	statsAfter := providerStats(t)
+	statsAfter := env.ProviderStats(t)
 	for _, r := range roles {
 		if r.refreshToken {
 			continue

@@ -3,124 +3,20 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/e2eharness"
 )
-
-var httpClient = &http.Client{Timeout: 30 * time.Second}
-
-// ---- the OAuth provider ----
-
-// registerClient registers a client at the provider (RFC 7591, open registration): by default a
-// confidential client_credentials client with scopes "read write"; metadata overrides.
-func registerClient(t testing.TB, metadata map[string]any) (id, secret string) {
-	t.Helper()
-	md := map[string]any{
-		"grant_types":                []string{"client_credentials"},
-		"token_endpoint_auth_method": "client_secret_basic",
-		"scope":                      "read write",
-		"response_types":             []string{},
-		"redirect_uris":              []string{},
-	}
-	for k, v := range metadata {
-		md[k] = v
-	}
-	body, err := json.Marshal(md)
-	must(t, err)
-	resp, err := httpClient.Post(env.discovery.RegistrationEndpoint, "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("client registration: %v", err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
-		t.Fatalf("client registration: %s: %s", resp.Status, raw)
-	}
-	var out struct {
-		ClientID     string `json:"client_id"`
-		ClientSecret string `json:"client_secret"`
-	}
-	if err := json.Unmarshal(raw, &out); err != nil || out.ClientID == "" {
-		t.Fatalf("client registration: bad answer %s (%v)", raw, err)
-	}
-	return out.ClientID, out.ClientSecret
-}
-
-// obtainRefreshToken signs alice in with the password grant and returns the refresh token.
-func obtainRefreshToken(t testing.TB, id, secret string) string {
-	t.Helper()
-	form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"alice-password"}, "scope": {"read"}}
-	req, err := http.NewRequest(http.MethodPost, env.discovery.TokenEndpoint, strings.NewReader(form.Encode()))
-	must(t, err)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-	resp, err := httpClient.Do(req)
-	must(t, err)
-	defer resp.Body.Close()
-	var out struct {
-		RefreshToken string `json:"refresh_token"`
-	}
-	must(t, json.NewDecoder(resp.Body).Decode(&out))
-	if out.RefreshToken == "" {
-		t.Fatalf("password grant at the provider returned no refresh token (HTTP %d)", resp.StatusCode)
-	}
-	return out.RefreshToken
-}
-
-// stats is the provider's GET /test/stats answer (the part these tests use).
-type stats struct {
-	TokenRequests int            `json:"token_requests"`
-	ByClient      map[string]int `json:"by_client"`
-	InFlight      int            `json:"in_flight"`
-}
-
-func providerStats(t testing.TB) stats {
-	t.Helper()
-	resp, err := httpClient.Get(env.providerURL + "/test/stats")
-	if err != nil {
-		t.Fatalf("provider stats: %v", err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("provider stats: %s: %s", resp.Status, raw)
-	}
-	var s stats
-	if err := json.Unmarshal(raw, &s); err != nil {
-		t.Fatalf("provider stats: %v: %s", err, raw)
-	}
-	return s
-}
-
-// setTokenDelay makes the provider hold every token request for ms milliseconds.
-func setTokenDelay(t testing.TB, ms int) {
-	t.Helper()
-	resp, err := httpClient.Post(env.providerURL+"/test/config", "application/json",
-		strings.NewReader(fmt.Sprintf(`{"token_delay_ms": %d}`, ms)))
-	if err != nil {
-		t.Fatalf("provider config: %v", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		raw, _ := io.ReadAll(resp.Body)
-		t.Fatalf("provider config: %s: %s", resp.Status, raw)
-	}
-}
 
 // ---- roles ----
 
@@ -142,7 +38,7 @@ func newRoles(t *testing.T, prefix string, ttl int) []role {
 	c := activeNode(t, 60*time.Second).client
 	var roles []role
 	for _, n := range []string{"cc1", "cc2"} {
-		id, secret := registerClient(t, md)
+		id, secret := env.RegisterClient(t, md)
 		r := role{name: prefix + "-" + n, clientID: id}
 		mustWrite(t, c, mount+"/roles/"+r.name, map[string]any{"client_id": id, "client_secret": secret, "scopes": "read"})
 		roles = append(roles, r)
@@ -151,10 +47,10 @@ func newRoles(t *testing.T, prefix string, ttl int) []role {
 	for k, v := range md {
 		rtmd[k] = v
 	}
-	id, secret := registerClient(t, rtmd)
+	id, secret := env.RegisterClient(t, rtmd)
 	r := role{name: prefix + "-mail", clientID: id, refreshToken: true}
 	mustWrite(t, c, mount+"/roles/"+r.name, map[string]any{
-		"grant_type": "refresh_token", "client_id": id, "client_secret": secret, "refresh_token": obtainRefreshToken(t, id, secret),
+		"grant_type": "refresh_token", "client_id": id, "client_secret": secret, "refresh_token": env.ObtainRefreshToken(t, id, secret),
 	})
 	roles = append(roles, r)
 	for _, r := range roles {
@@ -231,7 +127,7 @@ func forceGrant(c *api.Client, name string) error {
 // health is a node's sys/health status code: 200 active, 429/473/474 standby, 503 sealed; 0 when
 // it does not answer.
 func health(nd *node) int {
-	resp, err := httpClient.Get(nd.addr + "/v1/sys/health")
+	resp, err := e2eharness.HTTPClient.Get(nd.addr + "/v1/sys/health")
 	if err != nil {
 		return 0
 	}
@@ -299,23 +195,23 @@ func healthyCluster(t testing.TB) *node {
 
 func killNode(t testing.TB, nd *node) {
 	t.Helper()
-	if _, err := runScript("scripts/cluster.sh", "kill-node", env.stateDir, fmt.Sprint(nd.n)); err != nil {
+	if _, err := env.RunScript("scripts/cluster.sh", "kill-node", env.StateDir, fmt.Sprint(nd.n)); err != nil {
 		t.Fatalf("killing node %d: %v", nd.n, err)
 	}
 }
 
 func restartNode(t testing.TB, nd *node) {
 	t.Helper()
-	if _, err := runScript("scripts/cluster.sh", "restart-node", env.stateDir, fmt.Sprint(nd.n)); err != nil {
-		t.Fatalf("restarting node %d: %v%s", nd.n, err, logTails(fmt.Sprintf("node%d/vault.log", nd.n)))
+	if _, err := env.RunScript("scripts/cluster.sh", "restart-node", env.StateDir, fmt.Sprint(nd.n)); err != nil {
+		t.Fatalf("restarting node %d: %v%s", nd.n, err, env.LogTails(fmt.Sprintf("node%d/vault.log", nd.n)))
 	}
 }
 
 // vaultCLI runs the Vault CLI against nd as root.
 func vaultCLI(t testing.TB, nd *node, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(env.vaultBin, args...)
-	cmd.Env = append(cleanEnv(), "VAULT_ADDR="+nd.addr, "VAULT_TOKEN="+env.rootToken, "HOME="+env.stateDir)
+	cmd := exec.Command(env.VaultBin, args...)
+	cmd.Env = append(e2eharness.CleanEnv(), "VAULT_ADDR="+nd.addr, "VAULT_TOKEN="+env.rootToken, "HOME="+env.StateDir)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("vault %s (node %d): %v\n%s", strings.Join(args, " "), nd.n, err, out)
@@ -347,35 +243,9 @@ func mustWrite(t testing.TB, c *api.Client, path string, data map[string]any) {
 	}
 }
 
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func str(v any) string {
-	if v == nil {
-		return ""
-	}
-	if s, ok := v.(string); ok {
-		return s
-	}
-	return fmt.Sprint(v)
-}
-
-func randSuffix() string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func cleanEnv() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "VAULT_") {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
+// Shorthands for the shared helpers the tests use everywhere.
+var (
+	must       = e2eharness.Must
+	str        = e2eharness.Str
+	randSuffix = e2eharness.RandSuffix
+)
