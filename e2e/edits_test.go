@@ -299,22 +299,7 @@ func TestEditsScopesNarrowedDuringFailingGrant(t *testing.T) {
 	}
 	waitTokenOlderThanWindow(t, c, m.path, "app")
 
-	m.setScenario(t, faultproxy.Hang)
-	t.Cleanup(func() { _ = m.proxy.SetScenario(faultproxy.None) })
-	requests := m.proxy.Stats().Requests
-	inflight := startRead(c, creds, forcedRead)
-	waitFor(t, "the forced grant reaches the proxy", 10*time.Second, func() bool { return m.proxy.Stats().Requests > requests })
-
-	mustWrite(t, c, roles, map[string]any{"scopes": "read"})
-	t.Logf("the grant was still in flight when the role write returned: %v", !inflight.finished())
-	_, code, msg := inflight.wait(t)
-	t.Logf("in-flight read: HTTP %d, error %q", code, msg)
-
-	m.setScenario(t, faultproxy.None)
-	s, code, msg := vaultRead(t, c, creds, nil)
-	if code != http.StatusOK || s == nil {
-		t.Fatalf("reading the narrowed role with the provider healthy: HTTP %d: %s", code, msg)
-	}
+	s := m.editDuringHungGrant(t, roles, creds, map[string]any{"scopes": "read"})
 	if token(s) == t1 {
 		t.Fatal("the narrowed role serves the token obtained with the old scopes")
 	}
@@ -339,22 +324,7 @@ func TestEditsRefreshTokenImportedDuringFailingGrant(t *testing.T) {
 	rNew := obtainRefreshToken(t, m.clientID, m.clientSecret) // a grant of its own at the provider
 	waitTokenOlderThanWindow(t, c, m.path, "mail")
 
-	m.setScenario(t, faultproxy.Hang)
-	t.Cleanup(func() { _ = m.proxy.SetScenario(faultproxy.None) })
-	requests := m.proxy.Stats().Requests
-	inflight := startRead(c, creds, forcedRead)
-	waitFor(t, "the forced grant reaches the proxy", 10*time.Second, func() bool { return m.proxy.Stats().Requests > requests })
-
-	mustWrite(t, c, roles, map[string]any{"refresh_token": rNew})
-	t.Logf("the grant was still in flight when the role write returned: %v", !inflight.finished())
-	_, code, msg := inflight.wait(t)
-	t.Logf("in-flight read: HTTP %d, error %q", code, msg)
-
-	m.setScenario(t, faultproxy.None)
-	s, code, msg := vaultRead(t, c, creds, nil)
-	if code != http.StatusOK || s == nil {
-		t.Fatalf("reading the role after the import with the provider healthy: HTTP %d: %s", code, msg)
-	}
+	s := m.editDuringHungGrant(t, roles, creds, map[string]any{"refresh_token": rNew})
 	if token(s) == t1 {
 		t.Fatal("after importing a new refresh token the role serves the old chain's token")
 	}
@@ -525,6 +495,29 @@ func readWith(t *testing.T, c *api.Client, path string, params url.Values) *api.
 	s, code, msg := vaultRead(t, c, path, params)
 	if code != http.StatusOK || s == nil {
 		t.Fatalf("read %s: HTTP %d: %s", path, code, msg)
+	}
+	return s
+}
+
+// editDuringHungGrant writes edit to the role while a forced grant hangs at the proxy until the
+// mount's timeout fails it, then reads the role's creds with the provider healthy again.
+func (m *proxiedMount) editDuringHungGrant(t *testing.T, roles, creds string, edit map[string]any) *api.Secret {
+	t.Helper()
+	m.setScenario(t, faultproxy.Hang)
+	t.Cleanup(func() { _ = m.proxy.SetScenario(faultproxy.None) })
+	requests := m.proxy.Stats().Requests
+	inflight := startRead(m.c, creds, forcedRead)
+	waitFor(t, "the forced grant reaches the proxy", 10*time.Second, func() bool { return m.proxy.Stats().Requests > requests })
+
+	mustWrite(t, m.c, roles, edit)
+	t.Logf("the grant was still in flight when the role write returned: %v", !inflight.finished())
+	_, code, msg := inflight.wait(t)
+	t.Logf("in-flight read: HTTP %d, error %q", code, msg)
+
+	m.setScenario(t, faultproxy.None)
+	s, code, msg := vaultRead(t, m.c, creds, nil)
+	if code != http.StatusOK || s == nil {
+		t.Fatalf("reading %s after the edit with the provider healthy: HTTP %d: %s", creds, code, msg)
 	}
 	return s
 }

@@ -78,10 +78,7 @@ func setup() error {
 	}
 	env.vaultAddr, env.rootToken = vars["VAULT_ADDR"], vars["VAULT_TOKEN"]
 
-	cfg := api.DefaultConfig()
-	cfg.Address = env.vaultAddr
-	cfg.Timeout = 60 * time.Second
-	c, err := api.NewClient(cfg)
+	c, err := api.NewClient(e2eharness.VaultConfig(env.vaultAddr, 60*time.Second))
 	if err != nil {
 		return err
 	}

@@ -124,9 +124,7 @@ func setup() error {
 }
 
 func newClient(addr string, timeout time.Duration, retries int) (*api.Client, error) {
-	cfg := api.DefaultConfig()
-	cfg.Address = addr
-	cfg.Timeout = timeout
+	cfg := e2eharness.VaultConfig(addr, timeout)
 	cfg.MaxRetries = retries
 	c, err := api.NewClient(cfg)
 	if err != nil {

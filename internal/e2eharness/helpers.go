@@ -6,9 +6,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/api"
 )
 
 // Must fails the test on an error.
@@ -70,4 +74,17 @@ func FileTail(path string, n int) string {
 		return ""
 	}
 	return fmt.Sprintf("\n--- last lines of %s ---\n%s", path, Tail(string(b), n))
+}
+
+// VaultConfig is the API client configuration of the suites: one connection per request.
+// Under the api client, retryablehttp closes the client's idle connections after every failed
+// request; parallel tests share the client (and its clones), and with keep-alives one test's
+// request can pick a connection just as another's failure closes it ("CloseIdleConnections
+// called").
+func VaultConfig(addr string, timeout time.Duration) *api.Config {
+	cfg := api.DefaultConfig()
+	cfg.Address = addr
+	cfg.Timeout = timeout
+	cfg.HttpClient.Transport.(*http.Transport).DisableKeepAlives = true
+	return cfg
 }
