@@ -469,3 +469,37 @@ func TestRecreatedRoleIgnoresChainOfPreviousLife(t *testing.T) {
 	// The import was spent by the deleted role's grant: the new role is told to import anew.
 	mustFailNaming(t, request(t, b, s, logical.ReadOperation, "creds/app", nil), "import a new one")
 }
+
+// Item 5 with a grant in flight: the config switches client while a refresh-token grant is held.
+// The access token it brings is not stored, the refresh token it rotated to is kept (not sent to
+// the new client), and restoring the config serves the role again from that chain.
+func TestConfigClientSwitchDuringGrantKeepsRotatedRefreshToken(t *testing.T) {
+	p := newProviderWithClient(t)
+	p.AddClient(&testprovider.Client{ID: "other-client", Secret: testClientSecret, AuthMethod: "client_secret_basic"})
+	imported := p.IssueRefreshToken(testClientID, "bob", "")
+	b, s := newTestBackend(t)
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{
+		"token_url": p.TokenURL(), "client_id": testClientID, "client_secret": testClientSecret,
+	}))
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"grant_type": "refresh_token", "refresh_token": imported}))
+
+	p.Hold = make(chan struct{})
+	done := readInFlight(t, p, b, s, nil)
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{"client_id": "other-client"}))
+	close(p.Hold)
+	mustFailNaming(t, <-done, "changed")
+
+	kept := storedToken(t, s, "app")
+	if kept.AccessToken != "" || p.RefreshTokenValid(imported) || !p.RefreshTokenValid(kept.RefreshToken) {
+		t.Fatal("the role must hold the rotated refresh token and no access token of the old client")
+	}
+	requests := p.Requests()
+	mustFailNaming(t, request(t, b, s, logical.ReadOperation, "creds/app", nil), "another client ID or provider")
+	if p.Requests() != requests {
+		t.Fatal("the old client's refresh token was sent for the new client")
+	}
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{"client_id": testClientID}))
+	if issued, active := p.Introspect(accessToken(readCreds(t, b, s, "app", nil))); !active || issued.ClientID != testClientID {
+		t.Fatal("with the client restored the kept chain should serve the role again")
+	}
+}

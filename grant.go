@@ -55,9 +55,8 @@ type grantRequest struct {
 // grantOutcome is what one shared grant produced for all the readers waiting on it.
 type grantOutcome struct {
 	token *tokenEntry
-	// fresh is false when the grant failed and token is the still-valid cached one.
-	fresh bool
-	err   error
+	// err, with a token, says why the still-valid cached token is served instead of a new one.
+	err error
 	// warning explains why a cached token was served instead of the new one asked for.
 	warning string
 }
@@ -135,12 +134,12 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 	now := b.now()
 	policy := effectivePolicy(role, cfg)
 	if current.serves(bd, policy, minLeft, now) {
-		return grantOutcome{token: current, fresh: true}
+		return grantOutcome{token: current}
 	}
 	left, threshold := current.standing(bd, policy, now)
 	forced := left > threshold
 	if forced && caller == byRead && current.Forced && now.Sub(current.ObtainedAt) < forcedGrantInterval {
-		return grantOutcome{token: current, fresh: true, warning: fmt.Sprintf(
+		return grantOutcome{token: current, warning: fmt.Sprintf(
 			"this token was obtained %s ago by another read that asked for a new one; min_seconds can obtain the next one from %s",
 			now.Sub(current.ObtainedAt).Round(time.Second), rfc3339(current.ObtainedAt.Add(forcedGrantInterval)))}
 	}
@@ -167,7 +166,7 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 		}
 		return grantOutcome{err: err}
 	}
-	return grantOutcome{token: next, fresh: true}
+	return grantOutcome{token: next}
 }
 
 // newTokenEntry records a token response obtained for bd with a request sent at now, keeping

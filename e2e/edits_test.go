@@ -84,12 +84,7 @@ type proxiedMount struct {
 
 func newProxiedMount(t *testing.T, prefix string, timeout int, metadata map[string]any) *proxiedMount {
 	t.Helper()
-	tokenURL, err := url.Parse(env.Discovery.TokenEndpoint)
-	must(t, err)
-	proxy, err := faultproxy.Start(tokenURL.Scheme+"://"+tokenURL.Host, faultproxy.Options{TLS: true})
-	must(t, err)
-	// Close also ends requests still held or hanging.
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy, tokenURL := startTokenProxy(t)
 	md := map[string]any{"access_token_ttl": editsTokenTTL}
 	for k, v := range metadata {
 		md[k] = v

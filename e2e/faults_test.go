@@ -119,17 +119,14 @@ type faultMount struct {
 
 func newFaultMount(t *testing.T, grant string) *faultMount {
 	t.Helper()
-	tokenURL, err := url.Parse(env.Discovery.TokenEndpoint)
-	must(t, err)
-	proxy, err := faultproxy.Start(tokenURL.Scheme+"://"+tokenURL.Host, faultproxy.Options{TLS: true})
-	must(t, err)
-	t.Cleanup(func() { _ = proxy.Close() })
+	proxy, tokenURL := startTokenProxy(t)
 
 	metadata := map[string]any{"access_token_ttl": faultTokenTTL}
 	if grant == "refresh_token" {
 		metadata["grant_types"] = []string{"password", "refresh_token"}
 	}
 	m := &faultMount{grant: grant, path: newMount(t, "faults-"+strings.ReplaceAll(grant, "_", "-")), proxy: proxy}
+	var err error
 	m.client, err = env.client.Clone()
 	must(t, err)
 	m.client.SetToken(env.client.Token())
@@ -747,4 +744,16 @@ func (m *faultMount) checkRecoveredAfterRetry(t *testing.T, creds string, cached
 	if st.LastError != "" || st.ConsecutiveFailures != 0 {
 		t.Errorf("%s after recovering: last_error %q, consecutive_failures %d; want none", creds, st.LastError, st.ConsecutiveFailures)
 	}
+}
+
+// startTokenProxy puts a TLS fault proxy in front of the provider's token endpoint host; it is
+// closed (ending requests still held or hanging) when the test ends.
+func startTokenProxy(t *testing.T) (*faultproxy.Proxy, *url.URL) {
+	t.Helper()
+	tokenURL, err := url.Parse(env.Discovery.TokenEndpoint)
+	must(t, err)
+	proxy, err := faultproxy.Start(tokenURL.Scheme+"://"+tokenURL.Host, faultproxy.Options{TLS: true})
+	must(t, err)
+	t.Cleanup(func() { _ = proxy.Close() })
+	return proxy, tokenURL
 }

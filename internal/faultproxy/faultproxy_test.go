@@ -247,6 +247,20 @@ func postAsync(c *http.Client, p *Proxy, form url.Values) chan answer {
 	return out
 }
 
+// holdingProxy starts a proxy to upstream in the Hold scenario, with a client for it.
+func holdingProxy(t *testing.T, upstream string) (*Proxy, *http.Client) {
+	t.Helper()
+	p, err := Start(upstream, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	if err := p.SetScenario(Hold); err != nil {
+		t.Fatal(err)
+	}
+	return p, &http.Client{Timeout: 10 * time.Second}
+}
+
 // waitHeld polls the proxy until it holds n requests.
 func waitHeld(t *testing.T, p *Proxy, n int64) {
 	t.Helper()
@@ -261,16 +275,7 @@ func waitHeld(t *testing.T, p *Proxy, n int64) {
 
 func TestHoldKeepsRequestsUntilSwitchedAwayThenForwardsThemUnchanged(t *testing.T) {
 	up, bodies := recordingUpstream(t)
-	p, err := Start(up.URL, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	c := &http.Client{Timeout: 10 * time.Second}
-
-	if err := p.SetScenario(Hold); err != nil {
-		t.Fatal(err)
-	}
+	p, c := holdingProxy(t, up.URL)
 	forms := []url.Values{
 		{"grant_type": {"refresh_token"}, "refresh_token": {"rt-a"}},
 		{"grant_type": {"client_credentials"}, "scope": {"read write"}},
@@ -316,16 +321,7 @@ func TestHoldKeepsRequestsUntilSwitchedAwayThenForwardsThemUnchanged(t *testing.
 
 func TestHeldRequestsAreHandledByTheScenarioSwitchedTo(t *testing.T) {
 	up, bodies := recordingUpstream(t)
-	p, err := Start(up.URL, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Close() })
-	c := &http.Client{Timeout: 10 * time.Second}
-
-	if err := p.SetScenario(Hold); err != nil {
-		t.Fatal(err)
-	}
+	p, c := holdingProxy(t, up.URL)
 	a := postAsync(c, p, url.Values{"grant_type": {"client_credentials"}})
 	waitHeld(t, p, 1)
 	if err := p.SetScenario(HTML503); err != nil {
