@@ -167,7 +167,11 @@ func (b *backend) setRoleGauges(ctx context.Context, s logical.Storage) error {
 		if role == nil {
 			continue
 		}
-		left := tok.servable(b.cache.binding(name, role, cfg), now).Seconds()
+		bd, err := b.binding(ctx, s, name, role, cfg)
+		if err != nil {
+			return err
+		}
+		left := tok.servable(bd, now).Seconds()
 		retry := 0.0
 		if tok != nil && tok.RetryAt.After(now) {
 			retry = tok.RetryAt.Sub(now).Seconds()

@@ -54,7 +54,7 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 		return grantErrorResponse(out.err)
 	}
 
-	resp := &logical.Response{Data: b.roleStatus(name, role, out.token, cfg)}
+	resp := &logical.Response{Data: b.roleStatus(ctx, req.Storage, name, role, out.token, cfg)}
 	revoke, asked := d.GetOk("revoke_previous")
 	revoked := false
 	switch {
