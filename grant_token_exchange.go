@@ -232,9 +232,9 @@ func (b *backend) findLoop(ctx context.Context, s logical.Storage, name string, 
 		return nil, err
 	}
 	for _, next := range []string{role.SubjectRole, role.ActorRole} {
-		switch {
-		case next == "":
-		case next == name:
+		switch next {
+		case "":
+		case name:
 			return append(slices.Clip(path), next), nil
 		default:
 			if loop, err := b.findLoop(ctx, s, name, append(slices.Clip(path), next)); loop != nil || err != nil {

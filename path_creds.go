@@ -162,12 +162,12 @@ func secretAccessToken(b *backend) *framework.Secret {
 
 // accessTokenFields is what a creds read answers.
 var accessTokenFields = map[string]*framework.FieldSchema{
-	"access_token": {Type: framework.TypeString, Description: "OAuth 2.0 access token."},
-	"token_type":   {Type: framework.TypeString, Description: "Token type, usually Bearer."},
-	"expires_at":   {Type: framework.TypeString, Description: "When the token expires (RFC 3339)."},
-	"expires_in":   {Type: framework.TypeInt, Description: "Seconds the token has left."},
-	"scope":        {Type: framework.TypeString, Description: "Scope the provider granted."},
-	"id_token":     {Type: framework.TypeString, Description: "OpenID Connect ID token, when the provider sent one."},
+	"access_token":      {Type: framework.TypeString, Description: "OAuth 2.0 access token."},
+	"token_type":        {Type: framework.TypeString, Description: "Token type, usually Bearer."},
+	"expires_at":        {Type: framework.TypeString, Description: "When the token expires (RFC 3339)."},
+	"expires_in":        {Type: framework.TypeInt, Description: "Seconds the token has left."},
+	"scope":             {Type: framework.TypeString, Description: "Scope the provider granted."},
+	"id_token":          {Type: framework.TypeString, Description: "OpenID Connect ID token, when the provider sent one."},
 	"issued_token_type": {Type: framework.TypeString, Description: "token_exchange: the type of the issued token (RFC 8693 issued_token_type)."},
 }
 

@@ -34,6 +34,8 @@ type Issued struct {
 	ExpiresAt time.Time
 	Revoked   bool
 	Params    map[string][]string // the token request's non-secret parameters
+	// SubjectToken and ActorToken are what a token exchange exchanged.
+	SubjectToken, ActorToken string
 }
 
 type refreshGrant struct {
@@ -280,7 +282,8 @@ func (p *Provider) issue(clientID, subject, scope string, r *http.Request) map[s
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.issued[at] = &Issued{ClientID: clientID, Subject: subject, Scope: scope, ExpiresAt: time.Now().Add(ttl), Params: params}
+	p.issued[at] = &Issued{ClientID: clientID, Subject: subject, Scope: scope, ExpiresAt: time.Now().Add(ttl), Params: params,
+		SubjectToken: r.PostForm.Get("subject_token"), ActorToken: r.PostForm.Get("actor_token")}
 	if p.IssueRefreshTokens && (grant == "password" || grant == "refresh_token") {
 		rt := randomToken()
 		p.refresh[rt] = refreshGrant{clientID: clientID, subject: subject, scope: scope}
