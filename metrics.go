@@ -58,7 +58,7 @@ func newMetrics() *metrics {
 			Name: "vault_oauth_grant_failures_total", Help: "Failed token requests by role and kind: http_<status>, timeout, tls, network, invalid_response, other.",
 		}, []string{"role", "kind"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vault_oauth_creds_reads_total", Help: "creds reads by role and result: hit (cache), miss (new token), stale (cached token served while the provider fails), error.",
+			Name: "vault_oauth_creds_reads_total", Help: "creds reads (and exchange/ requests) by role and result: hit (cache), miss (new token), stale (cached token served while the provider fails), error.",
 		}, []string{"role", "result"}),
 		tickSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "vault_oauth_refresh_tick_duration_seconds", Help: "Duration of the refresher's periodic runs.",
