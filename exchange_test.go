@@ -351,6 +351,30 @@ func TestExchangeErrorsNeverEchoTheSubjectToken(t *testing.T) {
 		t.Fatalf("error %q echoes the subject token or lacks the provider's error", msg)
 	}
 
+	// A chained role: its subject token is the other role's access token, which neither the
+	// answer nor the role's status may show.
+	p.Intercept = nil
+	broad := readCreds(t, b, s, "app", nil).Data["access_token"].(string)
+	p.Intercept = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.ParseForm() != nil || r.PostForm.Get("subject_token") == "" {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "invalid_grant", "error_description": "bad subject_token " + r.PostForm.Get("subject_token")})
+		return true
+	}
+	resp, err = requestErr(b, s, logical.ReadOperation, "creds/orders", nil)
+	if err != nil || !resp.IsError() {
+		t.Fatalf("want an error response, got %v %v", resp, err)
+	}
+	status := request(t, b, s, logical.ReadOperation, "roles/orders/status", nil)
+	for _, text := range []string{resp.Error().Error(), fmt.Sprint(status.Data)} {
+		if strings.Contains(text, broad[:16]) || !strings.Contains(text, "invalid_grant") {
+			t.Fatalf("%q echoes the subject role's token or lacks the provider's error", text)
+		}
+	}
+
 	// Mistyped and oversized subject tokens are refused without echoing them.
 	for _, value := range []any{[]any{subject, subject}, strings.Repeat("x", maxSubjectTokenBytes+1)} {
 		resp, err := requestErr(b, s, logical.UpdateOperation, "exchange/obo", map[string]any{"subject_token": value})
@@ -378,6 +402,7 @@ func TestExchangeRoleKindsAndPaths(t *testing.T) {
 		{logical.UpdateOperation, "exchange/obo", "subject_token_type", map[string]any{"subject_token": "t", "subject_token_type": "bearer"}},
 		{logical.UpdateOperation, "roles/app", "subject_role", map[string]any{"subject_role": "orders"}},
 		{logical.UpdateOperation, "roles/x", "requested_token_type", map[string]any{"grant_type": "token_exchange", "requested_token_type": "nonsense"}},
+		{logical.UpdateOperation, "rotate/obo", "exchange/obo", nil},
 	} {
 		resp, err := requestErr(b, s, tc.op, tc.path, tc.data)
 		if err != nil {
@@ -407,6 +432,7 @@ func TestExchangeChainLoopsAndDeletesAreRefused(t *testing.T) {
 		{"orders", map[string]any{"actor_role": "deep"}, "actor_role", "orders -> deep -> orders"},
 		{"orders", map[string]any{"subject_role": "orders"}, "subject_role", "orders -> orders"},
 		{"orders", map[string]any{"subject_role": "missing"}, "subject_role", "does not exist"},
+		{"orders", map[string]any{"subject_role": ""}, "subject_role", "subject_role or actor_role of deep"},
 	} {
 		resp, err := requestErr(b, s, logical.UpdateOperation, "roles/"+tc.role, tc.data)
 		if err != nil {

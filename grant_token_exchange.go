@@ -93,7 +93,12 @@ var tokenExchangeFlow = grantFlow{
 			g.req.Params.Set("actor_token_type", tokenTypeAccessToken)
 		}
 		g.req.Params.Set("requested_token_type", firstNonEmpty(g.role.RequestedTokenType, tokenTypeAccessToken))
-		return g.client.Exchange(ctx, g.req)
+		tok, err := g.client.Exchange(ctx, g.req)
+		if err != nil {
+			// Before anyone logs, records or answers it.
+			return nil, withheld(withheld(err, in.subjectToken), in.actorToken)
+		}
+		return tok, nil
 	},
 }
 
@@ -192,8 +197,18 @@ func (b *backend) chainTokens(ctx context.Context, s logical.Storage, name strin
 }
 
 // checkChain refuses a subject_role or actor_role that does not exist, takes no token of its own,
-// or leads back to the role. Called under b.chainMu, so that no concurrent write closes a loop.
+// or leads back to the role, and a role that others chain on losing its own token. Called under
+// b.chainMu, so that no concurrent write closes a loop.
 func (b *backend) checkChain(ctx context.Context, s logical.Storage, name string, role *roleEntry) error {
+	if role.readerSupplied() {
+		users, err := b.dependents(ctx, s, name)
+		if err != nil {
+			return err
+		}
+		if len(users) > 0 {
+			return fieldErrorf("subject_role", "role %q is the subject_role or actor_role of %s, so it needs a subject_role (a token of its own)", name, strings.Join(users, ", "))
+		}
+	}
 	for _, ref := range []struct{ field, role string }{{"subject_role", role.SubjectRole}, {"actor_role", role.ActorRole}} {
 		if ref.role == "" {
 			continue
@@ -262,4 +277,20 @@ func (b *backend) dependents(ctx context.Context, s logical.Storage, name string
 		}
 	}
 	return out, nil
+}
+
+// withheld keeps a token that was sent out of an error: a provider's error_description may quote
+// what it was sent. Its first characters are enough to recognise a quote, even a clipped one.
+func withheld(err error, token string) error {
+	probe := token[:min(len(token), 16)]
+	if probe == "" || !strings.Contains(err.Error(), probe) {
+		return err
+	}
+	var oe *oauthclient.Error
+	if errors.As(err, &oe) {
+		safe := *oe
+		safe.Description, safe.Cause = "(withheld: it quoted a token sent)", ""
+		return &safe
+	}
+	return errors.New("the token exchange failed (the error is withheld: it quoted a token sent)")
 }

@@ -2,14 +2,11 @@ package oauth
 
 import (
 	"context"
-	"errors"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
 )
 
 // maxSubjectTokenBytes bounds a reader's subject token: a large JWT is a few KiB.
@@ -108,7 +105,7 @@ func (b *backend) exchange(ctx context.Context, s logical.Storage, name string, 
 	tok, err := b.requestToken(ctx, cfg, role, bd, nil, in)
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
 	if err != nil {
-		return nil, withheld(err, in.subjectToken)
+		return nil, err
 	}
 	entry := newTokenEntry(tok, nil, role, bd, now)
 	until := entry.ExpiresAt.Add(-refreshThreshold(effectivePolicy(role, cfg), entry.lifetime()))
@@ -125,22 +122,6 @@ func (b *backend) exchange(ctx context.Context, s logical.Storage, name string, 
 // the subject token, by digest only.
 func exchangeKey(name string, bd tokenBinding, in exchangeInputs) string {
 	return digestJSON([]string{name, bd.access, digest(in.subjectToken), in.subjectTokenType})
-}
-
-// withheld keeps the subject token out of an error: a provider's error_description may quote
-// what it was sent. Its first characters are enough to recognise a quote, even a clipped one.
-func withheld(err error, subject string) error {
-	probe := subject[:min(len(subject), 16)]
-	if !strings.Contains(err.Error(), probe) {
-		return err
-	}
-	var oe *oauthclient.Error
-	if errors.As(err, &oe) {
-		safe := *oe
-		safe.Description, safe.Cause = "(withheld: it quoted the subject token)", ""
-		return &safe
-	}
-	return errors.New("the token exchange failed (the error is withheld: it quoted the subject token)")
 }
 
 // exchangeResponse is creds' data without a lease: the token belongs to the reader's subject, and
