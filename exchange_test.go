@@ -347,7 +347,7 @@ func TestExchangeErrorsNeverEchoTheSubjectToken(t *testing.T) {
 		t.Fatalf("want an error response, got %v %v", resp, err)
 	}
 	msg := resp.Error().Error()
-	if strings.Contains(msg, subject[:16]) || !strings.Contains(msg, "invalid_grant") {
+	if strings.Contains(msg, strings.Split(subject, ".")[1]) || !strings.Contains(msg, "invalid_grant") {
 		t.Fatalf("error %q echoes the subject token or lacks the provider's error", msg)
 	}
 
@@ -370,7 +370,7 @@ func TestExchangeErrorsNeverEchoTheSubjectToken(t *testing.T) {
 	}
 	status := request(t, b, s, logical.ReadOperation, "roles/orders/status", nil)
 	for _, text := range []string{resp.Error().Error(), fmt.Sprint(status.Data)} {
-		if strings.Contains(text, broad[:16]) || !strings.Contains(text, "invalid_grant") {
+		if quotes(text, broad) || !strings.Contains(text, "invalid_grant") {
 			t.Fatalf("%q echoes the subject role's token or lacks the provider's error", text)
 		}
 	}
@@ -509,5 +509,33 @@ func TestExchangeRefresherSkipsReaderSuppliedRoles(t *testing.T) {
 	}
 	if found, _ := getJSON(t.Context(), s.Storage, tokenPrefix+"obo", new(tokenEntry)); found {
 		t.Fatalf("the refresher recorded a token or failure for an on-behalf-of role")
+	}
+}
+
+func TestExchangeMetricsCountCallsAndHits(t *testing.T) {
+	_, b, s := exchangeBackend(t)
+	alice := testJWT("alice", time.Now().Add(time.Hour))
+	exchangeAs(t, b, s, "obo", alice, "jwt")
+	exchangeAs(t, b, s, "obo", alice, "jwt")
+	text := scrape(t, b, s)
+	mustContain(t, text,
+		`vault_oauth_grants_total{grant_type="token_exchange",outcome="success",role="obo"} 1`,
+		`vault_oauth_creds_reads_total{result="hit",role="obo"} 1`,
+		`vault_oauth_creds_reads_total{result="miss",role="obo"} 1`,
+	)
+	if quotes(text, alice) {
+		t.Fatal("the metrics show the subject token")
+	}
+}
+
+func TestExchangeQuotesFindsPartialTokens(t *testing.T) {
+	token := "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGH"
+	for _, text := range []string{"x " + token, "clipped " + token[:20] + "…", "tail " + token[len(token)-17:], "middle " + token[10:34]} {
+		if !quotes(text, token) {
+			t.Errorf("%q quotes the token, not found", text)
+		}
+	}
+	if quotes("invalid_grant: subject token is not active", token) || !quotes("short abc!", "abc") {
+		t.Error("quotes finds what is not there, or misses a short token")
 	}
 }

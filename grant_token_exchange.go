@@ -280,10 +280,9 @@ func (b *backend) dependents(ctx context.Context, s logical.Storage, name string
 }
 
 // withheld keeps a token that was sent out of an error: a provider's error_description may quote
-// what it was sent. Its first characters are enough to recognise a quote, even a clipped one.
+// what it was sent, whole, clipped or in part (any 24 characters of it in a row are found).
 func withheld(err error, token string) error {
-	probe := token[:min(len(token), 16)]
-	if probe == "" || !strings.Contains(err.Error(), probe) {
+	if token == "" || !quotes(err.Error(), token) {
 		return err
 	}
 	var oe *oauthclient.Error
@@ -293,4 +292,19 @@ func withheld(err error, token string) error {
 		return &safe
 	}
 	return errors.New("the token exchange failed (the error is withheld: it quoted a token sent)")
+}
+
+// quotes reports whether text holds token, or one of the 16-character stretches of it that start
+// every 8 characters: a quote of 24 characters or more holds one.
+func quotes(text, token string) bool {
+	const window = 16
+	if len(token) <= window {
+		return strings.Contains(text, token)
+	}
+	for i := 0; i < len(token); i += window / 2 {
+		if strings.Contains(text, token[min(i, len(token)-window):][:window]) {
+			return true
+		}
+	}
+	return false
 }
