@@ -25,6 +25,11 @@ type backend struct {
 	roleLocks []*locksutil.LockEntry
 	// grants makes concurrent readers of one role share one upstream token request.
 	grants singleflight.Group
+	// chainMu serialises role writes and deletes, so that the subject_role / actor_role checks
+	// cannot race (two writes closing a loop between them).
+	chainMu sync.Mutex
+	// exchanges caches exchange/ answers in memory, never in storage.
+	exchanges *exchangeCache
 
 	cache *entryCache
 	// unsaved holds tokens the provider issued that storage refused; a rotated refresh token may
@@ -64,6 +69,7 @@ func newBackend(clk clock, newClient func(caPEM string, timeout time.Duration) (
 		cache:     newEntryCache(),
 		metrics:   newMetrics(),
 		refresher: newRefresher(),
+		exchanges: newExchangeCache(defaultExchangeEntries, defaultExchangeBytes),
 		clock:     clk,
 		newClient: newClient,
 	}
@@ -76,7 +82,7 @@ func newBackend(clk clock, newClient func(caPEM string, timeout time.Duration) (
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
-			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b)},
+			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b), pathExchange(b)},
 		),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,

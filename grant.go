@@ -19,10 +19,11 @@ const (
 	grantPassword          = "password"
 	grantRefreshToken      = "refresh_token"
 	grantJWTBearer         = "jwt_bearer"
+	grantTokenExchange     = "token_exchange"
 )
 
 // supportedGrants lists them in the order the documentation does.
-var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer}
+var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer, grantTokenExchange}
 
 // grantFlow is one grant type: what its role needs and how it asks for a token.
 type grantFlow struct {
@@ -37,6 +38,7 @@ var grantFlows = map[string]grantFlow{
 	grantPassword:          passwordFlow,
 	grantRefreshToken:      refreshTokenFlow,
 	grantJWTBearer:         jwtBearerFlow,
+	grantTokenExchange:     tokenExchangeFlow,
 }
 
 // grantRequest is what a flow works with: the token request common to every grant (endpoint,
@@ -49,7 +51,9 @@ type grantRequest struct {
 	// another client or provider, and may not.
 	refreshToken string
 	stranded     bool
-	now          time.Time
+	// exchange holds the token exchange grant's subject and actor tokens.
+	exchange exchangeInputs
+	now      time.Time
 }
 
 // grantOutcome is what one shared grant produced for all the readers waiting on it.
@@ -113,7 +117,10 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 	if cfg == nil {
 		return grantOutcome{err: errNoConfig}
 	}
-	bd := b.cache.binding(name, role, cfg)
+	bd, err := b.binding(ctx, s, name, role, cfg)
+	if err != nil {
+		return grantOutcome{err: err}
+	}
 	current, err := b.currentToken(ctx, s, name)
 	if err != nil {
 		return grantOutcome{err: err}
@@ -152,8 +159,16 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 		return grantOutcome{err: err}
 	}
 
+	var in exchangeInputs
+	if role.chains() {
+		// The token is bound to the subject and actor tokens it is obtained with.
+		if in, err = b.chainTokens(ctx, s, name, role); err != nil {
+			return b.failed(ctx, s, name, bd.access, current, err)
+		}
+		bd = chained(b.cache.binding(name, role, cfg), in)
+	}
 	sent := time.Now()
-	tok, err := b.requestToken(ctx, cfg, role, bd, current)
+	tok, err := b.requestToken(ctx, cfg, role, bd, current, in)
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
 	if err != nil {
 		return b.failed(ctx, s, name, bd.access, current, err)
@@ -181,6 +196,7 @@ func newTokenEntry(tok *oauthclient.Token, prev *tokenEntry, role *roleEntry, bd
 		TokenType:      tok.TokenType,
 		IDToken:        tok.IDToken,
 		Scope:          tok.Scope,
+		IssuedType:     tok.IssuedTokenType,
 		ObtainedAt:     now,
 		ExpiresAt:      now.Add(lifetime),
 		Binding:        bd.access,
@@ -218,8 +234,9 @@ func (b *backend) failed(ctx context.Context, s logical.Storage, name, grantBind
 	return grantOutcome{err: cause}
 }
 
-// requestToken performs the role's grant with the refresh token it may use.
-func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry) (*oauthclient.Token, error) {
+// requestToken performs the role's grant with the refresh token it may use (and, for a token
+// exchange, the subject and actor tokens in).
+func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry, in exchangeInputs) (*oauthclient.Token, error) {
 	client, err := b.client(cfg)
 	if err != nil {
 		return nil, err
@@ -228,7 +245,7 @@ func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *role
 	if err != nil {
 		return nil, err
 	}
-	g := &grantRequest{client: client, req: req, role: role, now: b.now()}
+	g := &grantRequest{client: client, req: req, role: role, exchange: in, now: b.now()}
 	g.refreshToken, g.stranded = current.refreshTokenFor(bd)
 	return grantFlows[role.GrantType].request(ctx, g)
 }

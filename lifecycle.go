@@ -37,8 +37,10 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	switch {
 	case key == configPath:
 		b.cache.config.drop("")
+		b.exchanges.clear()
 	case strings.HasPrefix(key, rolePrefix):
 		b.cache.roles.drop(strings.TrimPrefix(key, rolePrefix))
+		b.exchanges.clear()
 		b.recheck(strings.TrimPrefix(key, rolePrefix))
 	case strings.HasPrefix(key, tokenPrefix):
 		b.cache.tokens.drop(strings.TrimPrefix(key, tokenPrefix))
@@ -52,6 +54,7 @@ func (b *backend) clean(context.Context) {
 	b.refresher.stop()
 	b.refresher.passes.Wait()
 	b.grantsOpen.close()
+	b.exchanges.clear()
 }
 
 // gate counts the operations under way until it is closed, and admits none after.

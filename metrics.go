@@ -58,7 +58,7 @@ func newMetrics() *metrics {
 			Name: "vault_oauth_grant_failures_total", Help: "Failed token requests by role and kind: http_<status>, timeout, tls, network, invalid_response, other.",
 		}, []string{"role", "kind"}),
 		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "vault_oauth_creds_reads_total", Help: "creds reads by role and result: hit (cache), miss (new token), stale (cached token served while the provider fails), error.",
+			Name: "vault_oauth_creds_reads_total", Help: "creds reads (and exchange/ requests) by role and result: hit (cache), miss (new token), stale (cached token served while the provider fails), error.",
 		}, []string{"role", "result"}),
 		tickSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "vault_oauth_refresh_tick_duration_seconds", Help: "Duration of the refresher's periodic runs.",
@@ -167,7 +167,11 @@ func (b *backend) setRoleGauges(ctx context.Context, s logical.Storage) error {
 		if role == nil {
 			continue
 		}
-		left := tok.servable(b.cache.binding(name, role, cfg), now).Seconds()
+		bd, err := b.binding(ctx, s, name, role, cfg)
+		if err != nil {
+			return err
+		}
+		left := tok.servable(bd, now).Seconds()
 		retry := 0.0
 		if tok != nil && tok.RetryAt.After(now) {
 			retry = tok.RetryAt.Sub(now).Seconds()

@@ -137,6 +137,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.cache.config.set("", cfg)
+	b.exchanges.clear()
 	if len(warnings) == 0 {
 		return nil, nil
 	}
@@ -148,6 +149,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}
 	b.cache.config.drop("")
+	b.exchanges.clear()
 	return nil, nil
 }
 

@@ -47,6 +47,9 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return errorResponse(fieldErrorf("min_seconds", "must be between 0 and %d", int(maxDuration.Seconds())))
 	}
 	minLeft := time.Duration(minSeconds) * time.Second
+	if role.readerSupplied() {
+		return errorResponse(fieldErrorf("name", "role %q exchanges the reader's subject token: write it to exchange/%s", name, name))
+	}
 
 	// The hot path: a cached token with enough life left costs no network and no storage write.
 	// A token storage refused takes the slow path, which stores it first.
@@ -55,7 +58,11 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		if err != nil {
 			return nil, err
 		}
-		if tok.serves(b.cache.binding(name, role, cfg), effectivePolicy(role, cfg), minLeft, b.now()) {
+		bd, err := b.binding(ctx, req.Storage, name, role, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if tok.serves(bd, effectivePolicy(role, cfg), minLeft, b.now()) {
 			b.metrics.observeRead(roleLabel(name, cfg), readHit)
 			return b.credsResponse(name, role, cfg, tok), nil
 		}
@@ -106,6 +113,9 @@ func (b *backend) credsResponse(name string, role *roleEntry, cfg *configEntry, 
 	if tok.IDToken != "" {
 		data["id_token"] = tok.IDToken
 	}
+	if tok.IssuedType != "" {
+		data["issued_token_type"] = tok.IssuedType
+	}
 	if !role.leased(cfg) {
 		ttl, period := rotationTimes(left, tok.lifetime(), refreshThreshold(effectivePolicy(role, cfg), tok.lifetime()))
 		if role.MaxTTL > 0 {
@@ -152,12 +162,13 @@ func secretAccessToken(b *backend) *framework.Secret {
 
 // accessTokenFields is what a creds read answers.
 var accessTokenFields = map[string]*framework.FieldSchema{
-	"access_token": {Type: framework.TypeString, Description: "OAuth 2.0 access token."},
-	"token_type":   {Type: framework.TypeString, Description: "Token type, usually Bearer."},
-	"expires_at":   {Type: framework.TypeString, Description: "When the token expires (RFC 3339)."},
-	"expires_in":   {Type: framework.TypeInt, Description: "Seconds the token has left."},
-	"scope":        {Type: framework.TypeString, Description: "Scope the provider granted."},
-	"id_token":     {Type: framework.TypeString, Description: "OpenID Connect ID token, when the provider sent one."},
+	"access_token":      {Type: framework.TypeString, Description: "OAuth 2.0 access token."},
+	"token_type":        {Type: framework.TypeString, Description: "Token type, usually Bearer."},
+	"expires_at":        {Type: framework.TypeString, Description: "When the token expires (RFC 3339)."},
+	"expires_in":        {Type: framework.TypeInt, Description: "Seconds the token has left."},
+	"scope":             {Type: framework.TypeString, Description: "Scope the provider granted."},
+	"id_token":          {Type: framework.TypeString, Description: "OpenID Connect ID token, when the provider sent one."},
+	"issued_token_type": {Type: framework.TypeString, Description: "token_exchange: the type of the issued token (RFC 8693 issued_token_type)."},
 }
 
 // credsFields is what a creds read answers: the token, and for lease-less roles the rotation

@@ -12,27 +12,30 @@ import (
 
 func pathRoles(b *backend) []*framework.Path {
 	fields := map[string]*framework.FieldSchema{
-		"name":                nameField,
-		"grant_type":          {Type: framework.TypeString, Default: grantClientCredentials, Description: "Grant to perform: " + strings.Join(supportedGrants, ", ") + "."},
-		"scopes":              {Type: framework.TypeCommaStringSlice, Description: "Scopes to request, comma-separated; sent space-separated as scope."},
-		"audience":            {Type: framework.TypeString, Description: "Value of the audience parameter sent to the token endpoint."},
-		"resource":            {Type: framework.TypeCommaStringSlice, Description: "RFC 8707 resource indicators to send, comma-separated."},
-		"token_params":        {Type: framework.TypeKVPairs, Description: "Extra token request parameters as key=value pairs."},
-		"secret_token_params": {Type: framework.TypeKVPairs, Description: "Extra token request parameters whose values are secret (an API key, say), as key=value pairs. Write-only: a read shows only their names.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-		"username":            {Type: framework.TypeString, Description: "password grant: the resource owner's username."},
-		"password":            {Type: framework.TypeString, Description: "password grant: the resource owner's password. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-		"refresh_token":       {Type: framework.TypeString, Description: "refresh_token grant: the refresh token to import. Replaced by each rotation. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-		"assertion_key":       {Type: framework.TypeString, Description: "jwt_bearer grant: PEM private key (RSA, EC) or HMAC shared secret that signs the assertion. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-		"assertion_alg":       {Type: framework.TypeString, Description: "jwt_bearer grant: JWS alg; defaults from the key (RS256, ES256, HS256)."},
-		"assertion_kid":       {Type: framework.TypeString, Description: "jwt_bearer grant: JWS kid header."},
-		"assertion_issuer":    {Type: framework.TypeString, Description: "jwt_bearer grant: iss claim; defaults to the client ID."},
-		"assertion_subject":   {Type: framework.TypeString, Description: "jwt_bearer grant: sub claim; defaults to the client ID."},
-		"assertion_audience":  {Type: framework.TypeString, Description: "jwt_bearer grant: aud claim; defaults to the token endpoint URL."},
-		"assertion_ttl":       {Type: framework.TypeDurationSecond, Description: "jwt_bearer grant: assertion lifetime (default 5m)."},
-		"assertion_claims":    {Type: framework.TypeString, Description: "jwt_bearer grant: extra claims, as a JSON object."},
-		"default_ttl":         {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose response has no expires_in (default 1h)."},
-		"max_ttl":             {Type: framework.TypeDurationSecond, Description: "Upper bound on a creds lease, whatever the token's lifetime (0: no bound)."},
-		"lease":               {Type: framework.TypeBool, Description: "creds answers are non-renewable leases (true), or carry ttl and rotation_period instead, with no lease (false). Default: the config's lease."},
+		"name":                 nameField,
+		"grant_type":           {Type: framework.TypeString, Default: grantClientCredentials, Description: "Grant to perform: " + strings.Join(supportedGrants, ", ") + "."},
+		"scopes":               {Type: framework.TypeCommaStringSlice, Description: "Scopes to request, comma-separated; sent space-separated as scope."},
+		"audience":             {Type: framework.TypeString, Description: "Value of the audience parameter sent to the token endpoint."},
+		"resource":             {Type: framework.TypeCommaStringSlice, Description: "RFC 8707 resource indicators to send, comma-separated."},
+		"token_params":         {Type: framework.TypeKVPairs, Description: "Extra token request parameters as key=value pairs."},
+		"secret_token_params":  {Type: framework.TypeKVPairs, Description: "Extra token request parameters whose values are secret (an API key, say), as key=value pairs. Write-only: a read shows only their names.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		"username":             {Type: framework.TypeString, Description: "password grant: the resource owner's username."},
+		"password":             {Type: framework.TypeString, Description: "password grant: the resource owner's password. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		"refresh_token":        {Type: framework.TypeString, Description: "refresh_token grant: the refresh token to import. Replaced by each rotation. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		"assertion_key":        {Type: framework.TypeString, Description: "jwt_bearer grant: PEM private key (RSA, EC) or HMAC shared secret that signs the assertion. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		"assertion_alg":        {Type: framework.TypeString, Description: "jwt_bearer grant: JWS alg; defaults from the key (RS256, ES256, HS256)."},
+		"assertion_kid":        {Type: framework.TypeString, Description: "jwt_bearer grant: JWS kid header."},
+		"assertion_issuer":     {Type: framework.TypeString, Description: "jwt_bearer grant: iss claim; defaults to the client ID."},
+		"assertion_subject":    {Type: framework.TypeString, Description: "jwt_bearer grant: sub claim; defaults to the client ID."},
+		"assertion_audience":   {Type: framework.TypeString, Description: "jwt_bearer grant: aud claim; defaults to the token endpoint URL."},
+		"assertion_ttl":        {Type: framework.TypeDurationSecond, Description: "jwt_bearer grant: assertion lifetime (default 5m)."},
+		"assertion_claims":     {Type: framework.TypeString, Description: "jwt_bearer grant: extra claims, as a JSON object."},
+		"subject_role":         {Type: framework.TypeString, Description: "token_exchange grant: the role whose access token is the subject token. Without one, readers supply the subject token at exchange/<name>."},
+		"actor_role":           {Type: framework.TypeString, Description: "token_exchange grant: the role whose access token is sent as the actor token."},
+		"requested_token_type": {Type: framework.TypeString, Description: "token_exchange grant: the token type to ask for, a URN (RFC 8693 §3) or access_token, refresh_token, id_token, jwt, saml1, saml2 (default access_token)."},
+		"default_ttl":          {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose response has no expires_in (default 1h)."},
+		"max_ttl":              {Type: framework.TypeDurationSecond, Description: "Upper bound on a creds lease, whatever the token's lifetime (0: no bound)."},
+		"lease":                {Type: framework.TypeBool, Description: "creds answers are non-renewable leases (true), or carry ttl and rotation_period instead, with no lease (false). Default: the config's lease."},
 	}
 	addClientFields(fields, "Overrides the config's")
 	addRefreshFields(fields)
@@ -113,6 +116,9 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"assertion_audience":       role.AssertionAudience,
 		"assertion_ttl":            int64(role.AssertionTTL.Seconds()),
 		"assertion_claims":         role.AssertionClaims,
+		"subject_role":             role.SubjectRole,
+		"actor_role":               role.ActorRole,
+		"requested_token_type":     role.RequestedTokenType,
 		"default_ttl":              int64(role.DefaultTTL.Seconds()),
 		"max_ttl":                  int64(role.MaxTTL.Seconds()),
 		"lease":                    role.Lease,
@@ -129,6 +135,10 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 
+	// Role writes and deletes take chainMu first, so that the chain checks see every other
+	// role as it will be stored.
+	b.chainMu.Lock()
+	defer b.chainMu.Unlock()
 	lock := b.roleLock(name)
 	lock.Lock()
 	defer lock.Unlock()
@@ -152,6 +162,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err := role.validate(cfg); err != nil {
 		return errorResponse(err)
 	}
+	if err := b.checkChain(ctx, req.Storage, name, role); err != nil {
+		return errorResponse(err)
+	}
 	if old == nil {
 		// A new role starts clean, whatever an earlier role of that name left behind. An edit
 		// needs no clean-up: tokens are served only for the binding they were obtained with.
@@ -166,12 +179,22 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	b.cache.roles.set(name, role)
+	b.exchanges.clear()
 	b.reschedule(ctx, req.Storage, name)
 	return nil, nil
 }
 
 func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
+	b.chainMu.Lock()
+	defer b.chainMu.Unlock()
+	users, err := b.dependents(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(users) > 0 {
+		return errorResponse(fieldErrorf("name", "role %q is the subject_role or actor_role of %s: change or delete those roles first", name, strings.Join(users, ", ")))
+	}
 	lock := b.roleLock(name)
 	lock.Lock()
 	defer lock.Unlock()
@@ -182,6 +205,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 		return nil, fmt.Errorf("deleting %s%s: %w", rolePrefix, name, err)
 	}
 	b.cache.roles.drop(name)
+	b.exchanges.clear()
 	b.forget(name)
 	b.metrics.forgetRole(name)
 	return nil, nil
@@ -236,6 +260,9 @@ var roleReadFields = map[string]*framework.FieldSchema{
 	"assertion_audience":       {Type: framework.TypeString, Description: "Assertion aud."},
 	"assertion_ttl":            {Type: framework.TypeInt, Description: "Assertion lifetime (seconds)."},
 	"assertion_claims":         {Type: framework.TypeMap, Description: "Extra assertion claims."},
+	"subject_role":             {Type: framework.TypeString, Description: "token_exchange: the role whose token is the subject token (empty: the reader's, at exchange/<name>)."},
+	"actor_role":               {Type: framework.TypeString, Description: "token_exchange: the role whose token is the actor token."},
+	"requested_token_type":     {Type: framework.TypeString, Description: "token_exchange: the token type asked for (empty: access token)."},
 	"default_ttl":              {Type: framework.TypeInt, Description: "Lifetime assumed without expires_in (seconds)."},
 	"max_ttl":                  {Type: framework.TypeInt, Description: "Upper bound on a creds lease (seconds)."},
 	"lease":                    {Type: framework.TypeBool, Description: "Whether creds answers are leases; null: the config's default."},
@@ -257,7 +284,7 @@ const pathRoleHelpSyn = `Manage the grant one application's tokens come from.`
 
 const pathRoleHelpDesc = `
 A role describes the token request performed when "creds/<name>" is read: the grant
-(client_credentials, password, refresh_token or jwt_bearer), the client that performs it
+(client_credentials, password, refresh_token, jwt_bearer or token_exchange), the client that performs it
 (client_id, client_secret, auth_method and client_key override the config's defaults), the scopes,
 audience, resource and any extra token_params, and the grant's own inputs.
 
@@ -267,6 +294,12 @@ the token request (not the value of a secret) replaces the cached token at the n
 a field with the value it already has changes nothing. For the refresh_token grant, the refresh
 token the provider rotates to is kept with the cached token; writing a different refresh_token
 imports a new one.
+
+token_exchange (RFC 8693) exchanges the access token of subject_role (and sends that of
+actor_role as the actor token) for one with the role's audience, resource and scopes; its token
+is replaced whenever theirs is. Without subject_role, readers write their own subject token to
+"exchange/<name>". A loop of subject_role / actor_role is refused, and so is deleting a role
+that another uses as its subject or actor.
 
 default_ttl is the lifetime assumed when the provider sends no expires_in; max_ttl caps the lease.
 refresh_buffer and refresh_fraction (defaults from config) decide how early tokens are replaced.

@@ -37,6 +37,9 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 		return errorResponse(err)
 	}
 	name, role, cfg := target.name, target.role, target.cfg
+	if role.readerSupplied() {
+		return errorResponse(fieldErrorf("name", "role %q has no token of its own: its subject tokens come from exchange/%s", name, name))
+	}
 	old, err := b.currentToken(ctx, req.Storage, name)
 	if err != nil {
 		return nil, err
@@ -54,7 +57,7 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 		return grantErrorResponse(out.err)
 	}
 
-	resp := &logical.Response{Data: b.roleStatus(name, role, out.token, cfg)}
+	resp := &logical.Response{Data: b.roleStatus(ctx, req.Storage, name, role, out.token, cfg)}
 	revoke, asked := d.GetOk("revoke_previous")
 	revoked := false
 	switch {

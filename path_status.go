@@ -36,11 +36,11 @@ func (b *backend) pathRoleStatusRead(ctx context.Context, req *logical.Request, 
 	if err != nil {
 		return nil, err
 	}
-	return &logical.Response{Data: b.roleStatus(target.name, target.role, tok, target.cfg)}, nil
+	return &logical.Response{Data: b.roleStatus(ctx, req.Storage, target.name, target.role, tok, target.cfg)}, nil
 }
 
 // roleStatus describes the role's token and refresh state, never the token itself.
-func (b *backend) roleStatus(name string, role *roleEntry, tok *tokenEntry, cfg *configEntry) map[string]any {
+func (b *backend) roleStatus(ctx context.Context, s logical.Storage, name string, role *roleEntry, tok *tokenEntry, cfg *configEntry) map[string]any {
 	now := b.now()
 	if tok == nil {
 		tok = &tokenEntry{}
@@ -59,7 +59,7 @@ func (b *backend) roleStatus(name string, role *roleEntry, tok *tokenEntry, cfg 
 	if tok.AccessToken != "" {
 		data["expires_at"] = rfc3339(tok.ExpiresAt)
 	}
-	if plan := b.plan(name, role, tok, cfg); !plan.onRead {
+	if plan := b.plan(ctx, s, name, role, tok, cfg); !plan.onRead {
 		// The refresher acts at the first tick at or after this moment.
 		data["next_refresh"] = rfc3339(laterOf(plan.at, now))
 	}

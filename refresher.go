@@ -156,15 +156,18 @@ func (b *backend) planAll(ctx context.Context, s logical.Storage, cfg *configEnt
 		if err != nil {
 			return nil, err
 		}
-		q.set(name, b.plan(name, role, tok, cfg).priority())
+		if !role.readerSupplied() {
+			q.set(name, b.plan(ctx, s, name, role, tok, cfg).priority())
+		}
 	}
 	return q, nil
 }
 
 // plan is planRefresh for a role as it is now: a token obtained for another binding (the role or
 // config changed) is replaced at the next tick, and so is a token storage refused.
-func (b *backend) plan(name string, role *roleEntry, tok *tokenEntry, cfg *configEntry) refreshPlan {
-	if tok != nil && tok.Binding != "" && tok.Binding != b.cache.binding(name, role, cfg).access {
+func (b *backend) plan(ctx context.Context, s logical.Storage, name string, role *roleEntry, tok *tokenEntry, cfg *configEntry) refreshPlan {
+	bd, err := b.binding(ctx, s, name, role, cfg)
+	if err != nil || tok != nil && tok.Binding != "" && tok.Binding != bd.access {
 		stale := *tok
 		stale.AccessToken = ""
 		tok = &stale
@@ -190,10 +193,10 @@ func (b *backend) reschedule(ctx context.Context, s logical.Storage, name string
 		// The next tick looks again.
 		b.Logger().Warn("scheduling the refresh failed", "role", name, "error", err)
 		q.set(name, b.now().UnixMilli())
-	case role == nil:
+	case role == nil, role.readerSupplied():
 		q.remove(name)
 	default:
-		q.set(name, b.plan(name, role, tok, cfg).priority())
+		q.set(name, b.plan(ctx, s, name, role, tok, cfg).priority())
 	}
 }
 
@@ -329,10 +332,10 @@ func (b *backend) refreshRole(ctx context.Context, s logical.Storage, name strin
 	// Even when the tick is cancelled, the role goes back to the queue.
 	defer b.reschedule(context.WithoutCancel(ctx), s, name)
 	role, tok, cfg, err := b.roleState(ctx, s, name)
-	if err != nil || role == nil || cfg == nil {
+	if err != nil || role == nil || cfg == nil || role.readerSupplied() {
 		return
 	}
-	plan := b.plan(name, role, tok, cfg)
+	plan := b.plan(ctx, s, name, role, tok, cfg)
 	if plan.priority() > b.now().UnixMilli() {
 		// Queued early (a change on another node, or a read refreshed it meanwhile).
 		return

@@ -18,7 +18,8 @@ const (
 )
 
 // reservedTokenParams are set by the plugin itself; token_params may not override them.
-var reservedTokenParams = []string{"grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type", "scope", "username", "password", "refresh_token", "assertion"}
+var reservedTokenParams = []string{"grant_type", "client_id", "client_secret", "client_assertion", "client_assertion_type", "scope", "username", "password", "refresh_token", "assertion",
+	"subject_token", "subject_token_type", "actor_token", "actor_token_type", "requested_token_type"}
 
 // reservedClaims are set on every assertion; assertion_claims may not override them.
 var reservedClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti"}
@@ -43,6 +44,7 @@ type roleEntry struct {
 	Password     string `json:"password,omitempty"`
 	RefreshToken string `json:"refresh_token,omitempty"`
 	assertionSettings
+	exchangeSettings
 
 	DefaultTTL time.Duration `json:"default_ttl"`
 	MaxTTL     time.Duration `json:"max_ttl"`
@@ -93,6 +95,11 @@ func (r *roleEntry) update(d *framework.FieldData) error {
 	setString(d, "assertion_subject", &r.AssertionSubject)
 	setString(d, "assertion_audience", &r.AssertionAudience)
 	setDuration(d, "assertion_ttl", &r.AssertionTTL)
+	setString(d, "subject_role", &r.SubjectRole)
+	setString(d, "actor_role", &r.ActorRole)
+	if v, ok := d.GetOk("requested_token_type"); ok {
+		r.RequestedTokenType = tokenTypeURN(v.(string))
+	}
 	if v, ok := d.GetOk("assertion_claims"); ok {
 		claims, err := parseClaims(v.(string))
 		if err != nil {
@@ -186,6 +193,13 @@ func (r *roleEntry) validate(cfg *configEntry) error {
 	}
 	if err := r.refreshPolicy.validate(); err != nil {
 		return err
+	}
+	if r.GrantType != grantTokenExchange {
+		for field, v := range map[string]string{"subject_role": r.SubjectRole, "actor_role": r.ActorRole, "requested_token_type": r.RequestedTokenType} {
+			if v != "" {
+				return fieldErrorf(field, "applies only to grant_type=%s", grantTokenExchange)
+			}
+		}
 	}
 	if err := grantFlows[r.GrantType].validate(r, cfg); err != nil {
 		return err

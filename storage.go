@@ -210,7 +210,9 @@ func (b *backend) loadBinding(ctx context.Context, s logical.Storage, name strin
 	if role == nil || cfg == nil {
 		return tokenBinding{}, errRoleChanged
 	}
-	return bindingOf(role, cfg), nil
+	// A chained role's binding takes its subject and actor tokens as their roles serve them now:
+	// a token obtained with ones replaced meanwhile is not stored.
+	return b.chainBinding(ctx, s, name, bindingOf(role, cfg), role, cfg, 0)
 }
 
 // storeToken persists next as the role's token if the role still has the binding next was

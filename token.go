@@ -10,11 +10,13 @@ import (
 // tokenEntry is a role's cached token and its refresh bookkeeping, stored at "tokens/<name>".
 type tokenEntry struct {
 	entryFormat
-	AccessToken string    `json:"access_token,omitempty"`
-	TokenType   string    `json:"token_type,omitempty"`
-	IDToken     string    `json:"id_token,omitempty"`
-	Scope       string    `json:"scope,omitempty"`
-	ExpiresAt   time.Time `json:"expires_at"`
+	AccessToken string `json:"access_token,omitempty"`
+	TokenType   string `json:"token_type,omitempty"`
+	IDToken     string `json:"id_token,omitempty"`
+	Scope       string `json:"scope,omitempty"`
+	// IssuedType is a token exchange's issued_token_type (RFC 8693 §2.2.1).
+	IssuedType string    `json:"issued_token_type,omitempty"`
+	ExpiresAt  time.Time `json:"expires_at"`
 	// ObtainedAt is when the request that obtained the token was sent.
 	ObtainedAt time.Time `json:"obtained_at"`
 	// Forced marks a token obtained while the previous one was still good (min_seconds, rotate).

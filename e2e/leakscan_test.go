@@ -42,6 +42,9 @@ const (
 	// kindSecretTokenParam is a value of a role's secret_token_params (an API key, say), which
 	// the plugin sends to the token endpoint and never shows.
 	kindSecretTokenParam = "secret token parameter"
+	// kindSubjectToken is a reader's subject token written to exchange/ (issue 18): never stored,
+	// logged or echoed; the audit log holds it only as an HMAC.
+	kindSubjectToken = "subject token"
 )
 
 // minNeedle is the shortest text searched for: the scan's window, and short enough for the
@@ -82,7 +85,7 @@ const metricsSource = "metrics scrape of "
 func recordMetrics(what string, body []byte) { leaks.record(metricsSource+what, string(body)) }
 
 // recordResponse records what Vault answered to `what` ("read PATH", ...): the warnings always;
-// the access token of a creds answer as a secret; every other answer whole.
+// the access token of a creds or exchange answer as a secret; every other answer whole.
 func recordResponse(what string, s *api.Secret) {
 	if s == nil {
 		return
@@ -90,7 +93,7 @@ func recordResponse(what string, s *api.Secret) {
 	for _, w := range s.Warnings {
 		recordText("warning of "+what, w)
 	}
-	if strings.Contains(what, "/creds/") {
+	if strings.Contains(what, "/creds/") || strings.Contains(what, "/exchange/") {
 		rememberSecret(kindAccessToken, str(s.Data["access_token"]))
 		return
 	}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The performance harness (`make bench`): the Go benchmarks (-benchmem), then cmd/oauth-bench
 # against a dev-mode Vault with the plugin (scripts/vault.sh) and the test provider
-# (scripts/provider.sh): reads (leased, lease=false, KV), cold burst, refresh cycle and metrics
-# scrapes; then its read phase once more against a single-node Raft Vault, where storage writes
+# (scripts/provider.sh): reads (leased, lease=false, KV), cached token exchanges (against KV),
+# cold burst, refresh cycle and metrics scrapes; then its read phase once more against a single-node Raft Vault, where storage writes
 # (and so leases) cost what they cost in production. The servers run in a temporary
 # state directory and are stopped at the end. Writes the machine description and every table to
 # bench-results.md.
@@ -101,7 +101,8 @@ benchmark_table() {
     }' "$1"
 }
 
-# benchmark_ratios: the lease-less cache hit against the leased one, from the same run.
+# benchmark_ratios: the lease-less cache hit and the cached exchange against the leased cache
+# hit, from the same run.
 benchmark_ratios() {
   awk '
     /^Benchmark/ { name = $1; sub(/-[0-9]+$/, "", name); for (i = 3; i < NF; i += 2) if ($(i+1) == "ns/op") ns[name] = $i }
@@ -112,6 +113,9 @@ benchmark_ratios() {
         if (ns[b] > 0 && ns[n] > 0)
           printf "- `%s` ÷ `%s`: %.2f× the time per read (%s vs %s ns).\n", n, b, ns[n] / ns[b], ns[n], ns[b]
       }
+      b = "BenchmarkCredsCacheHit"; n = "BenchmarkExchangeCacheHit"
+      if (ns[b] > 0 && ns[n] > 0)
+        printf "- `%s` ÷ `%s`: %.2f× the time per request (%s vs %s ns).\n", n, b, ns[n] / ns[b], ns[n], ns[b]
     }' "$1"
 }
 

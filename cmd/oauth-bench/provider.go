@@ -45,13 +45,21 @@ func newProvider(ctx context.Context, issuer string) (*provider, error) {
 
 // register creates a confidential client_credentials client whose access tokens last ttl.
 func (p *provider) register(ctx context.Context, ttl time.Duration) (id, secret string, err error) {
+	return p.registerWith(ctx, map[string]any{"access_token_ttl": int(ttl.Seconds())})
+}
+
+// registerWith creates a confidential client_credentials client with scope read, the metadata
+// given replacing the defaults.
+func (p *provider) registerWith(ctx context.Context, metadata map[string]any) (id, secret string, err error) {
 	req := map[string]any{
 		"grant_types":                []string{"client_credentials"},
 		"token_endpoint_auth_method": "client_secret_basic",
 		"scope":                      "read",
 		"response_types":             []string{},
 		"redirect_uris":              []string{},
-		"access_token_ttl":           int(ttl.Seconds()),
+	}
+	for k, v := range metadata {
+		req[k] = v
 	}
 	var out struct {
 		ClientID     string `json:"client_id"`

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"sync"
@@ -11,8 +12,10 @@ import (
 
 // readTarget is one kind of read the throughput phase measures.
 type readTarget struct {
-	label  string
-	mount  string // for Vault's per-mount route timer
+	label string
+	mount string // for Vault's per-mount route timer
+	// op is the request's operation as Vault's route timer names it ("" for read).
+	op     string
 	leased bool
 	read   reader
 }
@@ -92,7 +95,7 @@ func measureReads(ctx context.Context, admin *api.Client, targets []readTarget, 
 					r.metricErrs = append(r.metricErrs, err)
 					return
 				}
-				r.addInterval(m, t.mount)
+				r.addInterval(m, t)
 			}(start)
 			start = end
 		}
@@ -101,9 +104,9 @@ func measureReads(ctx context.Context, admin *api.Client, targets []readTarget, 
 	return results, nil
 }
 
-func (r *readResult) addInterval(m *metricInterval, mount string) {
+func (r *readResult) addInterval(m *metricInterval, t readTarget) {
 	r.intervals++
-	addSample(&r.route, m.sample(routeMetric(mount)))
+	addSample(&r.route, m.sample(routeMetric(cmp.Or(t.op, "read"), t.mount)))
 	addSample(&r.handle, m.sample("vault.core.handle_request"))
 	addSample(&r.register, m.sample("vault.expire.register"))
 	r.puts += m.sample("vault.barrier.put").Count

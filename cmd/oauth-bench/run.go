@@ -31,6 +31,7 @@ type report struct {
 	burst    *burstResult
 	fleet    *fleetResult
 	scrape   *scrapeResult
+	exchange *exchangeResult
 }
 
 const (
@@ -83,6 +84,12 @@ func run(ctx context.Context, o options) (*report, error) {
 			if rep.burst, err = coldBurst(ctx, admin, p, o.vaultAddr, token, o.mount, o.burst, o.burstDelay); err != nil {
 				return rep, fmt.Errorf("burst: %w", err)
 			}
+		}
+	}
+	if o.has("exchange") {
+		logf("exchange: cached on-behalf-of exchanges against a KV read")
+		if err := rep.runExchange(ctx, admin, p); err != nil {
+			return rep, fmt.Errorf("exchange: %w", err)
 		}
 	}
 	if o.has("refresh") {

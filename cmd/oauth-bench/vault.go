@@ -158,6 +158,6 @@ func intervalMetrics(ctx context.Context, admin *api.Client, start time.Time) (*
 }
 
 // routeMetric is the timer Vault keeps for reads routed to a mount ("vault.route.read.oauth-").
-func routeMetric(mount string) string {
-	return "vault.route.read." + strings.ReplaceAll(mount, "/", "-") + "-"
+func routeMetric(op, mount string) string {
+	return "vault.route." + op + "." + strings.ReplaceAll(mount, "/", "-") + "-"
 }

@@ -28,6 +28,7 @@ const (
 	GrantPassword          = "password"
 	GrantRefreshToken      = "refresh_token"
 	GrantJWTBearer         = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+	GrantTokenExchange     = "urn:ietf:params:oauth:grant-type:token-exchange"
 )
 
 // TokenRequest is one request to a token endpoint.
@@ -49,6 +50,8 @@ type Token struct {
 	Scope        string
 	// ExpiresIn is zero when the provider sent no (or no usable) expires_in.
 	ExpiresIn time.Duration
+	// IssuedTokenType is RFC 8693's issued_token_type: what a token exchange issued.
+	IssuedTokenType string
 }
 
 // Client sends token requests with one HTTP client (its TLS roots and timeout).
@@ -143,12 +146,13 @@ func fromOAuth2(tok *oauth2.Token) (*Token, error) {
 		return nil, &Error{Cause: "invalid token response: " + err.Error(), kind: KindInvalidResponse}
 	}
 	return &Token{
-		AccessToken:  tok.AccessToken,
-		TokenType:    normalizeTokenType(tok.TokenType),
-		RefreshToken: tok.RefreshToken,
-		IDToken:      extraString(tok, "id_token"),
-		Scope:        extraString(tok, "scope"),
-		ExpiresIn:    expiresIn,
+		AccessToken:     tok.AccessToken,
+		TokenType:       normalizeTokenType(tok.TokenType),
+		RefreshToken:    tok.RefreshToken,
+		IDToken:         extraString(tok, "id_token"),
+		Scope:           extraString(tok, "scope"),
+		ExpiresIn:       expiresIn,
+		IssuedTokenType: extraString(tok, "issued_token_type"),
 	}, nil
 }
 

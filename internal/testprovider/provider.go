@@ -1,6 +1,6 @@
 // Package testprovider is an in-process OAuth 2.0 authorization server for tests: it implements
 // the token endpoint (client_credentials, password, refresh_token with rotation, RFC 7523
-// jwt-bearer), every client authentication method the broker speaks, metadata discovery,
+// jwt-bearer, RFC 8693 token exchange), every client authentication method the broker speaks, metadata discovery,
 // introspection and revocation, and counts what it is asked.
 package testprovider
 
@@ -34,6 +34,8 @@ type Issued struct {
 	ExpiresAt time.Time
 	Revoked   bool
 	Params    map[string][]string // the token request's non-secret parameters
+	// SubjectToken and ActorToken are what a token exchange exchanged.
+	SubjectToken, ActorToken string
 }
 
 type refreshGrant struct {
@@ -67,6 +69,9 @@ type Provider struct {
 	refresh  map[string]refreshGrant
 	usedJTIs map[string]bool
 	metadata map[string]any
+	exchange map[string]ExchangePolicy
+
+	exchanges atomic.Int64
 
 	requests atomic.Int64
 	inFlight atomic.Int64
@@ -174,7 +179,7 @@ func (p *Provider) discovery(w http.ResponseWriter, _ *http.Request) {
 		"token_endpoint":                        p.TokenURL(),
 		"revocation_endpoint":                   p.URL + "/revoke",
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none"},
-		"grant_types_supported":                 []string{"client_credentials", "password", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"},
+		"grant_types_supported":                 []string{"client_credentials", "password", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer", "urn:ietf:params:oauth:grant-type:token-exchange"},
 	}
 	p.mu.Lock()
 	for k, v := range p.metadata {
@@ -246,6 +251,9 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	case "urn:ietf:params:oauth:grant-type:jwt-bearer":
 		subject, oerr = p.jwtBearerGrant(client, r)
 		scope = r.PostForm.Get("scope")
+	case "urn:ietf:params:oauth:grant-type:token-exchange":
+		subject, oerr = p.exchangeGrant(client, r)
+		scope = r.PostForm.Get("scope")
 	default:
 		oerr = &oauthError{"unsupported_grant_type", "grant_type is not supported"}
 	}
@@ -274,11 +282,15 @@ func (p *Provider) issue(clientID, subject, scope string, r *http.Request) map[s
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.issued[at] = &Issued{ClientID: clientID, Subject: subject, Scope: scope, ExpiresAt: time.Now().Add(ttl), Params: params}
+	p.issued[at] = &Issued{ClientID: clientID, Subject: subject, Scope: scope, ExpiresAt: time.Now().Add(ttl), Params: params,
+		SubjectToken: r.PostForm.Get("subject_token"), ActorToken: r.PostForm.Get("actor_token")}
 	if p.IssueRefreshTokens && (grant == "password" || grant == "refresh_token") {
 		rt := randomToken()
 		p.refresh[rt] = refreshGrant{clientID: clientID, subject: subject, scope: scope}
 		resp["refresh_token"] = rt
+	}
+	if grant == "urn:ietf:params:oauth:grant-type:token-exchange" {
+		resp["issued_token_type"] = TokenTypeAccessToken
 	}
 	if p.IDTokens && slices.Contains(strings.Fields(scope), "openid") {
 		resp["id_token"] = "id." + randomToken()
@@ -287,7 +299,7 @@ func (p *Provider) issue(clientID, subject, scope string, r *http.Request) map[s
 }
 
 // secretParams are never recorded.
-var secretParams = []string{"client_secret", "password", "refresh_token", "assertion", "client_assertion"}
+var secretParams = []string{"client_secret", "password", "refresh_token", "assertion", "client_assertion", "subject_token", "actor_token"}
 
 func (p *Provider) passwordGrant(r *http.Request) (string, string, *oauthError) {
 	user, pass := r.PostForm.Get("username"), r.PostForm.Get("password")

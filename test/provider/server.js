@@ -1,8 +1,8 @@
 // Test OAuth 2.0 / OpenID Connect provider for the plugin's end-to-end tests.
 //
 // A real oidc-provider instance (discovery, dynamic client registration, client authentication,
-// introspection, revocation, refresh token rotation) plus the grants it does not ship: password
-// and RFC 7523 jwt-bearer. Test-only instrumentation lives under /test/. See README.md for the
+// introspection, revocation, refresh token rotation) plus the grants it does not ship: password,
+// RFC 7523 jwt-bearer and RFC 8693 token exchange. Test-only instrumentation lives under /test/. See README.md for the
 // contract; this file only wires the pieces together.
 
 import { randomBytes } from 'node:crypto';
@@ -18,6 +18,7 @@ import { registerClientCredentials } from './lib/grants/client_credentials.js';
 import { registerJwtBearerGrant } from './lib/grants/jwt_bearer.js';
 import { registerPasswordGrant } from './lib/grants/password.js';
 import { registerRefreshToken } from './lib/grants/refresh_token.js';
+import { registerTokenExchangeGrant } from './lib/grants/token_exchange.js';
 import { createTesting } from './lib/testing.js';
 
 const INTROSPECTOR = 'introspector';
@@ -208,6 +209,7 @@ registerPasswordGrant(provider, {
   users: env.users, supportedScopes, issueRefreshToken, findAccount,
 });
 registerJwtBearerGrant(provider, { supportedScopes });
+registerTokenExchangeGrant(provider, { supportedScopes });
 
 const testing = createTesting(provider, { tokenDelayMs: env.tokenDelayMs });
 
