@@ -187,9 +187,9 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	tr.Params.Set("redirect_uri", p.RedirectURI)
 	tr.Params.Set("code_verifier", p.Verifier)
 	before := bindingOf(role, cfg)
-	sent := b.now()
+	sent, took := b.now(), time.Now()
 	tok, err := client.Exchange(ctx, tr)
-	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, b.now().Sub(sent), err)
+	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(took), err)
 	if err != nil {
 		return name, nil, badCallback("the provider refused the code for role %q: %v", name, err)
 	}
