@@ -220,7 +220,7 @@ func TestCallbackFailuresChangeNothing(t *testing.T) {
 			_, otherState := e.authorize(t, "other")
 			back.Set("state", otherState)
 			return back
-		}, "refused the code"},
+		}, "exchanging the code"},
 		{"role deleted and created again", func(t *testing.T, e *codeEnv) url.Values {
 			authURL, _ := e.authorize(t, "app")
 			back := browse(t, authURL)
@@ -238,7 +238,7 @@ func TestCallbackFailuresChangeNothing(t *testing.T) {
 			back := browse(t, authURL)
 			back.Set("code", back.Get("code")+"x")
 			return back
-		}, "refused the code"},
+		}, "exchanging the code"},
 		{"wrong iss", func(t *testing.T, e *codeEnv) url.Values {
 			authURL, _ := e.authorize(t, "app")
 			back := browse(t, authURL)

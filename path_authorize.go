@@ -191,7 +191,7 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	tok, err := client.Exchange(ctx, tr)
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(took), err)
 	if err != nil {
-		return name, nil, badCallback("the provider refused the code for role %q: %v", name, err)
+		return name, nil, badCallback("exchanging the code for role %q failed: %v", name, err)
 	}
 	authz, err := b.authorized(ctx, s, name, role, cfg, before, tok, p.Nonce, sent, func() error { return nil })
 	return name, authz, err
