@@ -165,11 +165,18 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 	}
 }
 
-// The pasted completion answers JSON and needs the same state.
+// The pasted completion answers JSON and needs the same state; iss, which a browser's redirect
+// must carry when the provider promises it, is checked only when pasted too.
 func TestAuthorizationCodePasted(t *testing.T) {
 	e := newCodeEnv(t)
+	e.p.SetMetadata(map[string]any{"authorization_response_iss_parameter_supported": true})
+	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{"issuer": e.p.URL + "/"}))
+	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{"issuer": e.p.URL}))
 	authURL, _ := e.authorize(t, "app")
 	back := browse(t, authURL)
+	mustFailNaming(t, request(t, e.b, e.s, logical.UpdateOperation, "callback", map[string]any{"code": back.Get("code"), "state": back.Get("state"), "iss": "https://elsewhere.example"}), "RFC 9207")
+	authURL, _ = e.authorize(t, "app")
+	back = browse(t, authURL)
 	resp := mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "callback", map[string]any{"code": back.Get("code"), "state": back.Get("state")}))
 	if resp.Data["role"] != "app" || resp.Data["sub"] != "alice" || resp.Data["authorized_at"] == "" {
 		t.Fatalf("pasted completion answered %v", resp.Data)
