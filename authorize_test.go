@@ -318,7 +318,7 @@ func TestCallbackFailuresChangeNothing(t *testing.T) {
 	}
 }
 
-// Failed browser callbacks are rate-limited; the authenticated paste is not.
+// Failed callbacks are rate-limited, pasted or from a browser: both need no token.
 func TestCallbackRateLimit(t *testing.T) {
 	e := newCodeEnv(t)
 	clock := clockOf(e.b)
@@ -337,10 +337,19 @@ func TestCallbackRateLimit(t *testing.T) {
 	if status, _ := e.callback(t, good); status != http.StatusTooManyRequests {
 		t.Fatalf("a good callback while limited answered %d", status)
 	}
-	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "callback", map[string]any{"code": good.Get("code"), "state": good.Get("state")}))
+	pasted := request(t, e.b, e.s, logical.UpdateOperation, "callback", map[string]any{"code": good.Get("code"), "state": good.Get("state")})
+	if pasted.Data[logical.HTTPStatusCode] != http.StatusTooManyRequests {
+		t.Fatalf("a pasted callback while limited answered %v", pasted.Data)
+	}
 	clock.Advance(callbackRefill)
+	if status, _ := e.callback(t, good); status != http.StatusOK {
+		t.Fatalf("after the refill the good callback answered %d", status)
+	}
 	if status, _ := e.callback(t, bad); status != http.StatusBadRequest {
 		t.Fatalf("after the refill: %d", status)
+	}
+	if status, _ := e.callback(t, bad); status != http.StatusTooManyRequests {
+		t.Fatalf("the refill allowed more than one failure: %d", status)
 	}
 }
 

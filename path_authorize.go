@@ -262,9 +262,27 @@ func checkIssuer(d *framework.FieldData, cfg *configEntry, required bool) error 
 	return nil
 }
 
+// completeLimited is complete behind the rate limit of failed callbacks. The whole path is
+// unauthenticated (Vault's Unauthenticated covers every operation of a path), so a pasted code
+// counts as a browser's does.
+func (b *backend) completeLimited(ctx context.Context, s logical.Storage, d *framework.FieldData, fromBrowser bool) (string, *authorization, error) {
+	now := b.now()
+	if !b.callbacks.allow(now) {
+		return "", nil, &callbackError{status: http.StatusTooManyRequests, msg: "too many callbacks failed recently: wait a minute, then start again"}
+	}
+	name, authz, err := b.complete(ctx, s, d, fromBrowser)
+	if err != nil {
+		b.callbacks.fail(now)
+	}
+	return name, authz, err
+}
+
 func (b *backend) pathCallbackWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name, authz, err := b.complete(ctx, req.Storage, d, false)
+	name, authz, err := b.completeLimited(ctx, req.Storage, d, false)
 	if ce := (*callbackError)(nil); errors.As(err, &ce) {
+		if ce.status == http.StatusTooManyRequests {
+			return logical.RespondWithStatusCode(logical.ErrorResponse(ce.msg), req, ce.status)
+		}
 		return logical.ErrorResponse(ce.msg), nil
 	}
 	if err != nil {
@@ -278,16 +296,14 @@ func (b *backend) pathCallbackWrite(ctx context.Context, req *logical.Request, d
 }
 
 func (b *backend) pathCallbackRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	now := b.now()
-	if !b.callbacks.allow(now) {
-		return callbackPage(http.StatusTooManyRequests, "Too many failed attempts", "Too many callbacks failed recently. Wait a minute, then start again."), nil
-	}
-	name, _, err := b.complete(ctx, req.Storage, d, true)
-	if err != nil {
-		b.callbacks.fail(now)
-		if ce := (*callbackError)(nil); errors.As(err, &ce) {
-			return callbackPage(ce.status, "Authorization failed", ce.msg), nil
-		}
+	name, _, err := b.completeLimited(ctx, req.Storage, d, true)
+	var ce *callbackError
+	switch {
+	case errors.As(err, &ce) && ce.status == http.StatusTooManyRequests:
+		return callbackPage(ce.status, "Too many failed attempts", ce.msg), nil
+	case errors.As(err, &ce):
+		return callbackPage(ce.status, "Authorization failed", ce.msg), nil
+	case err != nil:
 		b.Logger().Error("completing an authorization failed", "role", name, "error", err)
 		return callbackPage(http.StatusInternalServerError, "Authorization failed", "Vault could not complete the authorization; its log says why."), nil
 	}
@@ -361,9 +377,10 @@ https://<vault>/v1/<mount>/callback as the redirect URI) with code and state, or
 error_description. The plugin checks the state (known, unexpired, unused), checks iss when the
 provider sends it (RFC 9207; a pasted code may omit it), exchanges the code with the PKCE verifier, and answers a small HTML
 page naming the role now connected. A write with code and state does the same for a code pasted
-by hand (a redirect URI that is not Vault) and answers JSON.
+by hand (a redirect URI that is not Vault) and answers JSON. Both need no Vault token: the
+pending state is what authorizes a completion.
 
 An unknown, expired, replayed or replaced state, a provider error, a refused code or a token
-response without a refresh token is a 400 and changes nothing. Failed browser callbacks are
+response without a refresh token is a 400 and changes nothing. Failed callbacks are
 rate-limited (429).
 `
