@@ -33,6 +33,8 @@ func pathRoles(b *backend) []*framework.Path {
 		"subject_role":         {Type: framework.TypeString, Description: "token_exchange grant: the role whose access token is the subject token. Without one, readers supply the subject token at exchange/<name>."},
 		"actor_role":           {Type: framework.TypeString, Description: "token_exchange grant: the role whose access token is sent as the actor token."},
 		"requested_token_type": {Type: framework.TypeString, Description: "token_exchange grant: the token type to ask for, a URN (RFC 8693 §3) or access_token, refresh_token, id_token, jwt, saml1, saml2 (default access_token)."},
+		"redirect_uri":         {Type: framework.TypeString, Description: "authorization_code grant: the redirect URI registered at the provider (default: the config's), e.g. https://vault.example.com/v1/oauth/callback."},
+		"auth_params":          {Type: framework.TypeCommaStringSlice, Description: "authorization_code grant: extra authorization request parameters as comma-separated key=value pairs (e.g. access_type=offline,prompt=consent)."},
 		"default_ttl":          {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose response has no expires_in (default 1h)."},
 		"max_ttl":              {Type: framework.TypeDurationSecond, Description: "Upper bound on a creds lease, whatever the token's lifetime (0: no bound)."},
 		"lease":                {Type: framework.TypeBool, Description: "creds answers are non-renewable leases (true), or carry ttl and rotation_period instead, with no lease (false). Default: the config's lease."},
@@ -119,6 +121,8 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"subject_role":             role.SubjectRole,
 		"actor_role":               role.ActorRole,
 		"requested_token_type":     role.RequestedTokenType,
+		"redirect_uri":             role.RedirectURI,
+		"auth_params":              role.AuthParams,
 		"default_ttl":              int64(role.DefaultTTL.Seconds()),
 		"max_ttl":                  int64(role.MaxTTL.Seconds()),
 		"lease":                    role.Lease,
@@ -174,6 +178,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		if err := b.clearToken(ctx, req.Storage, name); err != nil {
 			return nil, err
 		}
+		if err := b.dropPending(ctx, req.Storage, name); err != nil {
+			return nil, err
+		}
 	}
 	if err := putJSON(ctx, req.Storage, rolePrefix+name, role); err != nil {
 		return nil, err
@@ -199,6 +206,9 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	lock.Lock()
 	defer lock.Unlock()
 	if err := b.clearToken(ctx, req.Storage, name); err != nil {
+		return nil, err
+	}
+	if err := b.dropPending(ctx, req.Storage, name); err != nil {
 		return nil, err
 	}
 	if err := req.Storage.Delete(ctx, rolePrefix+name); err != nil {
@@ -263,6 +273,8 @@ var roleReadFields = map[string]*framework.FieldSchema{
 	"subject_role":             {Type: framework.TypeString, Description: "token_exchange: the role whose token is the subject token (empty: the reader's, at exchange/<name>)."},
 	"actor_role":               {Type: framework.TypeString, Description: "token_exchange: the role whose token is the actor token."},
 	"requested_token_type":     {Type: framework.TypeString, Description: "token_exchange: the token type asked for (empty: access token)."},
+	"redirect_uri":             {Type: framework.TypeString, Description: "authorization_code grant: redirect URI (empty: the config's)."},
+	"auth_params":              {Type: framework.TypeKVPairs, Description: "authorization_code grant: extra authorization request parameters."},
 	"default_ttl":              {Type: framework.TypeInt, Description: "Lifetime assumed without expires_in (seconds)."},
 	"max_ttl":                  {Type: framework.TypeInt, Description: "Upper bound on a creds lease (seconds)."},
 	"lease":                    {Type: framework.TypeBool, Description: "Whether creds answers are leases; null: the config's default."},
@@ -284,7 +296,8 @@ const pathRoleHelpSyn = `Manage the grant one application's tokens come from.`
 
 const pathRoleHelpDesc = `
 A role describes the token request performed when "creds/<name>" is read: the grant
-(client_credentials, password, refresh_token, jwt_bearer or token_exchange), the client that performs it
+(client_credentials, password, refresh_token, jwt_bearer, or authorization_code and device_code,
+which a person authorizes once through "authorize/<name>" or "device/<name>"), the client that performs it
 (client_id, client_secret, auth_method and client_key override the config's defaults), the scopes,
 audience, resource and any extra token_params, and the grant's own inputs.
 
