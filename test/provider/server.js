@@ -18,6 +18,7 @@ import { registerClientCredentials } from './lib/grants/client_credentials.js';
 import { registerJwtBearerGrant } from './lib/grants/jwt_bearer.js';
 import { registerPasswordGrant } from './lib/grants/password.js';
 import { registerRefreshToken } from './lib/grants/refresh_token.js';
+import { createInteractions, deviceFlowPages } from './lib/interactions.js';
 import { createTesting } from './lib/testing.js';
 
 const INTROSPECTOR = 'introspector';
@@ -78,7 +79,7 @@ async function findAccount(ctx, id) {
 }
 
 // Refresh tokens go to every client registered with the refresh_token grant, regardless of
-// offline_access: the plugin imports and rotates refresh tokens, it does not do OIDC consent.
+// offline_access: the plugin keeps refresh tokens alive, whichever grant issued them.
 async function issueRefreshToken(ctx, client) {
   return client.grantTypeAllowed('refresh_token');
 }
@@ -91,7 +92,7 @@ function accessTokenTTL(ctx, token, client) {
 const configuration = {
   adapter: MapAdapter,
   jwks: { keys: [signingKey] },
-  // Only used to sign interaction/session cookies, which no test flow reaches.
+  // Signs the interaction and session cookies of the sign-in and consent pages (lib/interactions.js).
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   clients: [
     {
@@ -120,6 +121,10 @@ const configuration = {
   conformIdTokenClaims: false,
   findAccount,
   issueRefreshToken,
+  // Tokens from the authorization code and device flows outlive the browser session that got them.
+  expiresWithSession: async () => false,
+  // PKCE (S256, the only method oidc-provider 9 knows) for every authorization request.
+  pkce: { required: () => true },
   rotateRefreshToken: true,
   extraClientMetadata: {
     properties: ['access_token_ttl'],
@@ -156,9 +161,16 @@ const configuration = {
     // A grant must outlive the refresh tokens issued under it, or refreshing fails early.
     Grant: Math.max(env.refreshTokenTTL, 14 * 24 * 3600),
     IdToken: 3600,
+    // The sign-in pages' artifacts: an authorization request has 10 minutes, like a device code.
+    AuthorizationCode: 60,
+    DeviceCode: 600,
+    Interaction: 600,
+    Session: 24 * 3600,
   },
   features: {
+    // Sign-in and consent are lib/interactions.js, which checks PROVIDER_USERS' passwords.
     devInteractions: { enabled: false },
+    deviceFlow: { enabled: true, ...deviceFlowPages },
     clientCredentials: { enabled: true },
     introspection: {
       enabled: true,
@@ -226,6 +238,7 @@ provider.use(async (ctx, next) => {
   }
 });
 provider.use(testing.testRoutes);
+provider.use(createInteractions(provider, { users: env.users }));
 provider.use(testing.tokenEndpoint);
 
 provider.on('grant.error', (ctx, err) => {

@@ -84,7 +84,7 @@ function requestClientId(ctx, body) {
   return '(unknown)';
 }
 
-async function readForm(ctx) {
+export async function readForm(ctx) {
   if (!ctx.is('application/x-www-form-urlencoded')) return {};
   const chunks = [];
   let size = 0;
