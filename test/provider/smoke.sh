@@ -207,8 +207,13 @@ check "authorization_code: refresh_token issued" "$([ -n "$(json 'd.refresh_toke
 check "authorization_code: id_token issued" "$(json 'd.id_token.split(".").length' <<<"$tok")" 3
 intro="$(post /token/introspection -u "introspector:introspector-secret" -d "token=$(json 'd.access_token' <<<"$tok")")"
 check "authorization_code: token active for alice" "$(json 'd.active + " " + d.sub' <<<"$intro")" "true alice"
+rts() { curl -fsS "$URL/test/refresh_tokens?client_id=$1"; }
+check "test/refresh_tokens after the exchange" "$(rts "$ac_id")" '{"active":1,"consumed":0}'
+tok="$(post /token -u "$ac_id:$ac_secret" -d grant_type=refresh_token -d "refresh_token=$(json 'd.refresh_token' <<<"$tok")")"
+check "authorization_code: its refresh token rotates" "$(rts "$ac_id")" '{"active":1,"consumed":1}'
 tok="$(post /token -u "$ac_id:$ac_secret" -d grant_type=authorization_code -d "code=$code" --data-urlencode "redirect_uri=$cb" -d "code_verifier=$verifier")"
 check "authorization_code: replayed code rejected" "$(json 'd.error' <<<"$tok")" invalid_grant
+check "authorization_code: replay revokes the code's grant" "$(rts "$ac_id")" '{"active":0,"consumed":0}'
 
 rm -f "$JAR"
 visit "$auth&code_challenge=$challenge&code_challenge_method=S256&prompt=consent" >/dev/null

@@ -45,6 +45,17 @@ function sweep() {
 // unref: the sweep must never keep the process alive on its own.
 setInterval(sweep, 60_000).unref();
 
+// The live payloads of one model, for the test endpoints.
+export function* livePayloads(model) {
+  const prefix = `${model}:`;
+  for (const key of store.keys()) {
+    if (key.startsWith(prefix)) {
+      const payload = live(key);
+      if (payload) yield payload;
+    }
+  }
+}
+
 export default class MapAdapter {
   constructor(model) {
     this.model = model;

@@ -4,6 +4,8 @@
 
 import * as querystring from 'node:querystring';
 
+import { livePayloads } from './adapter.js';
+
 // Values that are credentials, never echoed back through /test/stats.
 const SECRET_PARAMS = new Set([
   'client_secret',
@@ -111,6 +113,17 @@ async function readJson(ctx) {
   } catch {
     throw httpError(400, 'body is not JSON');
   }
+}
+
+// How many of a client's refresh tokens are live and unused, and how many were spent by rotation
+// (reuse of a spent one revokes its whole grant, and so removes both).
+function refreshTokens(clientId) {
+  if (typeof clientId !== 'string' || !clientId) throw httpError(400, 'client_id is required');
+  const out = { active: 0, consumed: 0 };
+  for (const token of livePayloads('RefreshToken')) {
+    if (token.clientId === clientId) out[token.consumed ? 'consumed' : 'active'] += 1;
+  }
+  return out;
 }
 
 export function createTesting(provider, { tokenDelayMs }) {
@@ -229,6 +242,9 @@ export function createTesting(provider, { tokenDelayMs }) {
         // A gauge cannot be zeroed while requests are running; the peak restarts from "now".
         peakInFlight = inFlight;
         ctx.body = snapshot();
+        break;
+      case 'GET /test/refresh_tokens':
+        ctx.body = refreshTokens(ctx.query.client_id);
         break;
       case 'GET /test/config':
         ctx.body = knobs;
