@@ -209,6 +209,10 @@ intro="$(post /token/introspection -u "introspector:introspector-secret" -d "tok
 check "authorization_code: token active for alice" "$(json 'd.active + " " + d.sub' <<<"$intro")" "true alice"
 rts() { curl -fsS "$URL/test/refresh_tokens?client_id=$1"; }
 check "test/refresh_tokens after the exchange" "$(rts "$ac_id")" '{"active":1,"consumed":0}'
+secrets="$(curl -fsS "$URL/test/secrets?client_id=$ac_id")"
+check "test/secrets: the code, the verifier and the tokens" \
+  "$(json "[d.authorization_code.includes('$code'), d.code_verifier.includes('$verifier'), d.refresh_token.includes('$(json 'd.refresh_token' <<<"$tok")'), d.access_token.includes('$(json 'd.access_token' <<<"$tok")')].join()" <<<"$secrets")" \
+  "true,true,true,true"
 tok="$(post /token -u "$ac_id:$ac_secret" -d grant_type=refresh_token -d "refresh_token=$(json 'd.refresh_token' <<<"$tok")")"
 check "authorization_code: its refresh token rotates" "$(rts "$ac_id")" '{"active":1,"consumed":1}'
 tok="$(post /token -u "$ac_id:$ac_secret" -d grant_type=authorization_code -d "code=$code" --data-urlencode "redirect_uri=$cb" -d "code_verifier=$verifier")"
@@ -240,6 +244,8 @@ visit "$URL$(form_action login)" -d username=alice -d password=alice-password >/
 visit "$URL$(form_action consent)" -X POST >/dev/null
 check "device: success page" "$(grep -q '<h1>Device connected</h1>' "$STATE/page.html" && echo yes)" yes
 tok="$(poll "$dev")"
+check "test/secrets: the device code" \
+  "$(json "d.device_code.includes('$(json 'd.device_code' <<<"$dev")')" <<<"$(curl -fsS "$URL/test/secrets?client_id=$dv_id")")" true
 check "device: refresh_token issued" "$([ -n "$(json 'd.refresh_token' <<<"$tok")" ] && echo yes)" yes
 intro="$(post /token/introspection -u "introspector:introspector-secret" -d "token=$(json 'd.access_token' <<<"$tok")")"
 check "device: token active for alice" "$(json 'd.active + " " + d.sub' <<<"$intro")" "true alice"
