@@ -42,6 +42,13 @@ const (
 	// kindSecretTokenParam is a value of a role's secret_token_params (an API key, say), which
 	// the plugin sends to the token endpoint and never shows.
 	kindSecretTokenParam = "secret token parameter"
+	// The user-delegated grants (issue 13): the state the plugin hands out with an auth_url, the
+	// code the browser brings back, the PKCE verifier and the device code only the plugin and
+	// the provider ever see (the provider's /test/secrets tells them).
+	kindState        = "state"
+	kindAuthCode     = "authorization code"
+	kindCodeVerifier = "PKCE verifier"
+	kindDeviceCode   = "device code"
 )
 
 // minNeedle is the shortest text searched for: the scan's window, and short enough for the
@@ -71,6 +78,21 @@ func newLeakRegistry() *leakRegistry {
 // rememberSecret registers a secret the suite used; empty values are ignored.
 func rememberSecret(kind, value string) { leaks.remember(kind, value) }
 
+// rememberProviderSecrets registers everything the provider issued to a client or received from
+// it: tokens the plugin obtained in the background, codes, device codes, PKCE verifiers.
+func rememberProviderSecrets(t testing.TB, clientID string) {
+	t.Helper()
+	got := env.ProviderSecrets(t, clientID)
+	for kind, values := range map[string][]string{
+		kindAccessToken: got.AccessTokens, kindRefreshToken: got.RefreshTokens, kindAuthCode: got.AuthorizationCodes,
+		kindDeviceCode: got.DeviceCodes, kindCodeVerifier: got.CodeVerifiers,
+	} {
+		for _, v := range values {
+			rememberSecret(kind, v)
+		}
+	}
+}
+
 // recordText records an error or warning text a helper saw.
 func recordText(where, text string) { leaks.record(where, text) }
 
@@ -82,7 +104,8 @@ const metricsSource = "metrics scrape of "
 func recordMetrics(what string, body []byte) { leaks.record(metricsSource+what, string(body)) }
 
 // recordResponse records what Vault answered to `what` ("read PATH", ...): the warnings always;
-// the access token of a creds answer as a secret; every other answer whole.
+// the access token of a creds answer as a secret; the state of an authorize answer as a secret
+// and the rest of that answer (its auth_url carries the state); every other answer whole.
 func recordResponse(what string, s *api.Secret) {
 	if s == nil {
 		return
@@ -93,6 +116,17 @@ func recordResponse(what string, s *api.Secret) {
 	if strings.Contains(what, "/creds/") {
 		rememberSecret(kindAccessToken, str(s.Data["access_token"]))
 		return
+	}
+	if strings.Contains(what, "/authorize/") {
+		rememberSecret(kindState, str(s.Data["state"]))
+		rest := *s
+		rest.Data = map[string]any{}
+		for k, v := range s.Data {
+			if k != "state" && k != "auth_url" {
+				rest.Data[k] = v
+			}
+		}
+		s = &rest
 	}
 	b, err := json.Marshal(s)
 	if err != nil {
