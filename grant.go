@@ -19,10 +19,12 @@ const (
 	grantPassword          = "password"
 	grantRefreshToken      = "refresh_token"
 	grantJWTBearer         = "jwt_bearer"
+	grantAuthorizationCode = "authorization_code"
+	grantDeviceCode        = "device_code"
 )
 
 // supportedGrants lists them in the order the documentation does.
-var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer}
+var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer, grantAuthorizationCode, grantDeviceCode}
 
 // grantFlow is one grant type: what its role needs and how it asks for a token.
 type grantFlow struct {
@@ -30,6 +32,9 @@ type grantFlow struct {
 	validate func(r *roleEntry, cfg *configEntry) error
 	// request performs the token request.
 	request func(ctx context.Context, g *grantRequest) (*oauthclient.Token, error)
+	// startPath, for grants that need a person once, is the path that starts the person's part
+	// ("authorize", "device"); until it completes, the role has nothing to refresh.
+	startPath string
 }
 
 var grantFlows = map[string]grantFlow{
@@ -37,6 +42,8 @@ var grantFlows = map[string]grantFlow{
 	grantPassword:          passwordFlow,
 	grantRefreshToken:      refreshTokenFlow,
 	grantJWTBearer:         jwtBearerFlow,
+	grantAuthorizationCode: authorizationCodeFlow,
+	grantDeviceCode:        deviceCodeFlow,
 }
 
 // grantRequest is what a flow works with: the token request common to every grant (endpoint,
@@ -44,6 +51,7 @@ var grantFlows = map[string]grantFlow{
 type grantRequest struct {
 	client *oauthclient.Client
 	req    oauthclient.TokenRequest
+	name   string
 	role   *roleEntry
 	// refreshToken may be sent for the role; stranded marks one that exists but was issued to
 	// another client or provider, and may not.
@@ -153,8 +161,12 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 	}
 
 	sent := time.Now()
-	tok, err := b.requestToken(ctx, cfg, role, bd, current)
+	tok, err := b.requestToken(ctx, name, cfg, role, bd, current)
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
+	if nae := (*notAuthorizedError)(nil); errors.As(err, &nae) {
+		// Nothing failed: the role waits for a person, which its status shows.
+		return grantOutcome{err: err}
+	}
 	if err != nil {
 		return b.failed(ctx, s, name, bd.access, current, err)
 	}
@@ -219,7 +231,7 @@ func (b *backend) failed(ctx context.Context, s logical.Storage, name, grantBind
 }
 
 // requestToken performs the role's grant with the refresh token it may use.
-func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry) (*oauthclient.Token, error) {
+func (b *backend) requestToken(ctx context.Context, name string, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry) (*oauthclient.Token, error) {
 	client, err := b.client(cfg)
 	if err != nil {
 		return nil, err
@@ -228,7 +240,7 @@ func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *role
 	if err != nil {
 		return nil, err
 	}
-	g := &grantRequest{client: client, req: req, role: role, now: b.now()}
+	g := &grantRequest{client: client, req: req, name: name, role: role, now: b.now()}
 	g.refreshToken, g.stranded = current.refreshTokenFor(bd)
 	return grantFlows[role.GrantType].request(ctx, g)
 }

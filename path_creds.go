@@ -68,7 +68,8 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	out := b.obtainToken(ctx, req.Storage, name, minLeft, byRead)
 	if out.token == nil {
 		b.metrics.observeRead(roleLabel(name, cfg), readError)
-		return grantErrorResponse(out.err)
+		resp, err := grantErrorResponse(out.err)
+		return withMount(resp, req.MountPoint), err
 	}
 	result := readMiss
 	if out.err != nil {

@@ -51,7 +51,8 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 		if out.token != nil {
 			out.err = fmt.Errorf("%w; the previous token, valid until %s, is still served", out.err, rfc3339(out.token.ExpiresAt))
 		}
-		return grantErrorResponse(out.err)
+		resp, err := grantErrorResponse(out.err)
+		return withMount(resp, req.MountPoint), err
 	}
 
 	resp := &logical.Response{Data: b.roleStatus(name, role, out.token, cfg)}
