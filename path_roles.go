@@ -31,7 +31,7 @@ func pathRoles(b *backend) []*framework.Path {
 		"assertion_ttl":       {Type: framework.TypeDurationSecond, Description: "jwt_bearer grant: assertion lifetime (default 5m)."},
 		"assertion_claims":    {Type: framework.TypeString, Description: "jwt_bearer grant: extra claims, as a JSON object."},
 		"redirect_uri":        {Type: framework.TypeString, Description: "authorization_code grant: the redirect URI registered at the provider (default: the config's), e.g. https://vault.example.com/v1/oauth/callback."},
-		"auth_params":         {Type: framework.TypeKVPairs, Description: "authorization_code grant: extra authorization request parameters as key=value pairs (e.g. access_type=offline,prompt=consent)."},
+		"auth_params":         {Type: framework.TypeCommaStringSlice, Description: "authorization_code grant: extra authorization request parameters as comma-separated key=value pairs (e.g. access_type=offline,prompt=consent)."},
 		"default_ttl":         {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose response has no expires_in (default 1h)."},
 		"max_ttl":             {Type: framework.TypeDurationSecond, Description: "Upper bound on a creds lease, whatever the token's lifetime (0: no bound)."},
 		"lease":               {Type: framework.TypeBool, Description: "creds answers are non-renewable leases (true), or carry ttl and rotation_period instead, with no lease (false). Default: the config's lease."},

@@ -109,7 +109,11 @@ func (r *roleEntry) update(d *framework.FieldData) error {
 	}
 	setString(d, "redirect_uri", &r.RedirectURI)
 	if v, ok := d.GetOk("auth_params"); ok {
-		r.AuthParams = v.(map[string]string)
+		params, err := parsePairs("auth_params", nonEmpty(v.([]string)))
+		if err != nil {
+			return err
+		}
+		r.AuthParams = params
 	}
 	setDuration(d, "default_ttl", &r.DefaultTTL)
 	setDuration(d, "max_ttl", &r.MaxTTL)
@@ -121,6 +125,22 @@ func (r *roleEntry) update(d *framework.FieldData) error {
 		}
 	}
 	return nil
+}
+
+// parsePairs reads key=value pairs.
+func parsePairs(field string, pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, fieldErrorf(field, "%q is not key=value", clipInput(p))
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 func parseClaims(text string) (map[string]any, error) {
