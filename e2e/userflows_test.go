@@ -293,17 +293,19 @@ func userFlowRole(t *testing.T, grant, scopes, redirectURI string, extra map[str
 	return mount, clientID
 }
 
-// userFlowClient registers a provider client for the grant and writes role "mail" on mount.
+// userFlowClient registers a provider client for the grant ("authorization_code" or
+// "device_code") and the scopes (space-separated, as in OAuth) and writes role "mail" on mount.
 func userFlowClient(t *testing.T, c *api.Client, mount, grant, scopes, redirectURI string, extra map[string]any) string {
 	t.Helper()
-	md := map[string]any{"grant_types": []string{grant, "refresh_token"}, "scope": scopes}
-	role := map[string]any{"grant_type": grant, "scopes": scopes}
+	md := map[string]any{"scope": scopes}
+	role := map[string]any{"grant_type": grant, "scopes": strings.ReplaceAll(scopes, " ", ",")}
 	if grant == "authorization_code" {
+		md["grant_types"] = []string{grant, "refresh_token"}
 		md["response_types"] = []string{"code"}
 		md["redirect_uris"] = []string{redirectURI}
 		role["redirect_uri"] = redirectURI
 	} else {
-		role["grant_type"] = "device_code"
+		md["grant_types"] = []string{"urn:ietf:params:oauth:grant-type:device_code", "refresh_token"}
 	}
 	id, secret := registerClient(t, md)
 	role["client_id"], role["client_secret"] = id, secret
@@ -374,7 +376,7 @@ func checkCallbackPage(t *testing.T, p page, mount string, status int, want stri
 	if ct := p.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
 		t.Errorf("callback: Content-Type %q, want text/html", ct)
 	}
-	if csp := p.header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") {
+	if csp := contentSecurityPolicy(p); !strings.Contains(csp, "default-src 'none'") {
 		t.Errorf("callback: Content-Security-Policy %q, want default-src 'none'", csp)
 	}
 	if p.doc == nil || !strings.Contains(text, want) {
@@ -385,6 +387,21 @@ func checkCallbackPage(t *testing.T, p page, mount string, status int, want stri
 			t.Errorf("callback page echoes the %s", what)
 		}
 	}
+}
+
+// contentSecurityPolicy is the page's policy: its header, else its <meta http-equiv> (Vault passes
+// a plugin's Content-Type and status, not its other headers).
+func contentSecurityPolicy(p page) string {
+	if csp := p.header.Get("Content-Security-Policy"); csp != "" || p.doc == nil {
+		return csp
+	}
+	meta := findNode(p.doc, func(n *html.Node) bool {
+		return n.Data == "meta" && strings.EqualFold(attr(n, "http-equiv"), "Content-Security-Policy")
+	})
+	if meta == nil {
+		return ""
+	}
+	return attr(meta, "content")
 }
 
 // credsAfter checks that creds work for the user: the access token is active at the provider
@@ -400,7 +417,8 @@ func credsAfter(t *testing.T, c *api.Client, mount, clientID string) string {
 
 // checkRotation: after the authorization, the role lives on its refresh token like a
 // refresh_token role: rotate and a forced read each spend one refresh token at the provider and
-// store the one it rotated to (reusing a spent one would revoke the whole grant).
+// store the one it rotated to (reusing a spent one would revoke the whole grant). The forced read
+// is repeated until it gets a new token: a token a grant just obtained is served for 5 seconds.
 func checkRotation(t *testing.T, c *api.Client, mount, clientID string) {
 	t.Helper()
 	if got := env.RefreshTokenCounts(t, clientID); got != (refreshTokens{Active: 1}) {
@@ -415,9 +433,16 @@ func checkRotation(t *testing.T, c *api.Client, mount, clientID string) {
 	if got := env.RefreshTokenCounts(t, clientID); got != (refreshTokens{Active: 1, Consumed: 1}) {
 		t.Errorf("refresh tokens at the provider after rotate: %+v, want one active, one spent", got)
 	}
-	forced, code, msg := vaultRead(t, c, mount+"/creds/"+flowRole, url.Values{"min_seconds": {"86400"}})
-	if code != http.StatusOK || forced == nil {
-		t.Fatalf("a forced refresh after rotate: HTTP %d: %s", code, msg)
+	var forced *api.Secret
+	if !everySecond(time.Now().Add(20*time.Second), func() bool {
+		s, code, msg := vaultRead(t, c, mount+"/creds/"+flowRole, url.Values{"min_seconds": {"86400"}})
+		if code != http.StatusOK || s == nil {
+			t.Fatalf("a forced refresh after rotate: HTTP %d: %s", code, msg)
+		}
+		forced = s
+		return str(s.Data["access_token"]) != rotated
+	}) {
+		t.Fatal("a forced refresh served the rotated token for 20 s")
 	}
 	if in := introspect(t, str(forced.Data["access_token"])); in["active"] != true || str(in["sub"]) != flowUser {
 		t.Errorf("the token of the forced refresh is not active for %s: %v", flowUser, in)
@@ -460,7 +485,7 @@ func testAuthorizationCodeIntoVault(t *testing.T) {
 	}
 	const scopes = "openid read"
 	clientID := userFlowClient(t, c, mount, "authorization_code", scopes, redirect,
-		map[string]any{"auth_params": "access_type=offline,prompt=consent"})
+		map[string]any{"auth_params": []string{"access_type=offline", "prompt=consent"}})
 
 	credsRefused(t, c, mount, "authorize")
 	authURL, _ := authorize(t, c, mount, clientID, redirect, scopes)
@@ -510,7 +535,11 @@ func testAuthorizationCodePasted(t *testing.T) {
 		t.Fatalf("the redirect lacks the code or carries another state (error %q)", q.Get("error"))
 	}
 
-	resp := mustWrite(t, c, mount+"/callback", map[string]any{"code": code, "state": state})
+	// The operator pastes iss too: the provider's metadata promises it (RFC 9207).
+	if q.Get("iss") != env.ProviderURL {
+		t.Errorf("the provider's redirect carried iss %q, want %q (RFC 9207)", q.Get("iss"), env.ProviderURL)
+	}
+	resp := mustWrite(t, c, mount+"/callback", map[string]any{"code": code, "state": state, "iss": q.Get("iss")})
 	if resp == nil || str(resp.Data["role"]) != flowRole || str(resp.Data["authorized_at"]) == "" {
 		t.Fatalf("pasted callback answered %v, want role %s and authorized_at", resp, flowRole)
 	}
@@ -521,7 +550,7 @@ func testAuthorizationCodePasted(t *testing.T) {
 
 	// The same code and state again: the state was spent, nothing changes.
 	before := env.ProviderStats(t).ByClient[clientID]
-	if _, code, msg := vaultWrite(t, c, mount+"/callback", map[string]any{"code": q.Get("code"), "state": state}); code != http.StatusBadRequest {
+	if _, code, msg := vaultWrite(t, c, mount+"/callback", map[string]any{"code": code, "state": state, "iss": q.Get("iss")}); code != http.StatusBadRequest {
 		t.Errorf("a pasted callback replayed: HTTP %d %q, want 400", code, msg)
 	}
 	if after := env.ProviderStats(t).ByClient[clientID]; after != before {
@@ -537,7 +566,7 @@ func testAuthorizationCodeErrors(t *testing.T) {
 	redirect := vaultCallback(env.vaultAddr, mount)
 	mustWrite(t, c, mount+"/config", map[string]any{"issuer": env.ProviderURL})
 	const scopes = "openid read"
-	clientID := userFlowClient(t, c, mount, "authorization_code", scopes, redirect, map[string]any{"auth_params": "prompt=consent"})
+	clientID := userFlowClient(t, c, mount, "authorization_code", scopes, redirect, map[string]any{"auth_params": []string{"prompt=consent"}})
 	credsRefused(t, c, mount, "authorize")
 
 	// Denied at the consent page: the provider sends error=access_denied to Vault.
