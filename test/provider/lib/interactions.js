@@ -15,13 +15,14 @@ import { readForm } from './testing.js';
 
 const INTERACTION = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login|consent|abort))?$/;
 
-// One small page; the forms post back to this server only. Without a status the page keeps the
-// one already set (200 once a body is set, or an error's from oidc-provider's error handler).
+// One small page. Without a status the page keeps the one already set (200 once a body is set,
+// or an error's from oidc-provider's error handler). No form-action in the policy: browsers apply
+// it to the redirects after a submission too, and consent ends in a redirect to the client.
 function page(ctx, title, body, status) {
   if (status !== undefined) ctx.status = status;
   ctx.type = 'html';
   ctx.set('cache-control', 'no-store');
-  ctx.set('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'");
+  ctx.set('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'");
   ctx.body = `<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>${htmlSafe(title)}</title>
