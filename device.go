@@ -145,8 +145,9 @@ func (b *backend) pollDevice(ctx context.Context, s logical.Storage, name string
 		})
 		return
 	}
+	sent := time.Now()
 	tok, err := b.requestDeviceToken(ctx, cfg, role, p.DeviceCode)
-	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, b.now().Sub(now), err)
+	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
 	if err == nil {
 		b.deviceApproved(ctx, s, name, role, cfg, p, tok, now)
 		return

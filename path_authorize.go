@@ -33,7 +33,8 @@ func pathAuthorize(b *backend) *framework.Path {
 }
 
 func pathCallback(b *backend) *framework.Path {
-	read := operation("Complete an authorization from the browser the provider redirected (unauthenticated); answers an HTML page.", b.pathCallbackRead, http.StatusOK, rawFields)
+	read := operation("Complete an authorization from the browser the provider redirected (unauthenticated); answers an HTML page.", b.pathCallbackRead, http.StatusOK, nil)
+	read.Responses[http.StatusOK][0].MediaType = "text/html"
 	// The provider adds what it likes to the redirect (iss, scope, session_state, Google's
 	// authuser and prompt): parameters the plugin does not use are ignored, not refused.
 	read.Callback = b.pathCallbackRead
@@ -186,9 +187,9 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	tr.Params.Set("redirect_uri", p.RedirectURI)
 	tr.Params.Set("code_verifier", p.Verifier)
 	before := bindingOf(role, cfg)
-	sent := b.now()
+	sent, took := b.now(), time.Now()
 	tok, err := client.Exchange(ctx, tr)
-	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, b.now().Sub(sent), err)
+	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(took), err)
 	if err != nil {
 		return name, nil, badCallback("the provider refused the code for role %q: %v", name, err)
 	}
@@ -330,13 +331,6 @@ var callbackFields = map[string]*framework.FieldSchema{
 	"role":          {Type: framework.TypeString, Description: "The role now authorized."},
 	"authorized_at": {Type: framework.TypeString, Description: "When (RFC 3339)."},
 	"sub":           {Type: framework.TypeString, Description: "The sub of the ID token, when one came back."},
-}
-
-// rawFields is a raw HTTP answer.
-var rawFields = map[string]*framework.FieldSchema{
-	logical.HTTPStatusCode:  {Type: framework.TypeInt, Description: "HTTP status."},
-	logical.HTTPContentType: {Type: framework.TypeString, Description: "text/html."},
-	logical.HTTPRawBody:     {Type: framework.TypeString, Description: "The page."},
 }
 
 const pathAuthorizeHelpSyn = `Start the authorization code flow (with PKCE) of an authorization_code role.`
