@@ -485,7 +485,7 @@ func testAuthorizationCodeIntoVault(t *testing.T) {
 	}
 	const scopes = "openid read"
 	clientID := userFlowClient(t, c, mount, "authorization_code", scopes, redirect,
-		map[string]any{"auth_params": []string{"access_type=offline", "prompt=consent"}})
+		map[string]any{"auth_params": "access_type=offline,prompt=consent"}) // as the CLI sends it
 
 	credsRefused(t, c, mount, "authorize")
 	authURL, _ := authorize(t, c, mount, clientID, redirect, scopes)
