@@ -66,13 +66,16 @@ oauth_versions() {
 # reports) and mounts it at oauth/. Across a raft restart with a rebuilt binary it re-registers,
 # points the mount at the new version and reloads it.
 register_plugin() {
-  local bin="$STATE_DIR/plugins/$PLUGIN_CMD" sha mounted=0 pinned="" ver="" v
+  local bin="$STATE_DIR/plugins/$PLUGIN_CMD" sha mounted=0 pinned="" ver="" v mounts
   if [ ! -x "$bin" ]; then
     log "NOTE: $PLUGIN_SRC is missing (run 'make build'): Vault runs WITHOUT the $PLUGIN_NAME plugin"
     return 0
   fi
   sha="$(plugin_sha "$bin")"
-  if vault_cli secrets list -format=json | grep -q "\"$PLUGIN_NAME/\""; then
+  # Read whole, then searched: in `cli | grep -q` under pipefail, grep quitting at the first match
+  # can kill the CLI with SIGPIPE before its last write, and the pipeline then reads as no match.
+  mounts="$(vault_cli secrets list -format=json)"
+  if grep -q "\"$PLUGIN_NAME/\"" <<<"$mounts"; then
     mounted=1
     # The catalog entry of the mount's version must be this binary (the mount's running_sha256
     # is no proof: it stays set when Vault could not start the plugin).
@@ -99,7 +102,9 @@ register_plugin() {
 }
 
 enable_audit() {
-  if ! vault_cli audit list -format=json 2>/dev/null | grep -q '"file/"'; then
+  local devices
+  devices="$(vault_cli audit list -format=json 2>/dev/null || true)" # as in register_plugin
+  if ! grep -q '"file/"' <<<"$devices"; then
     vault_cli audit enable file file_path="$STATE_DIR/audit.log" >&2
   fi
 }

@@ -26,6 +26,8 @@ type Discovery struct {
 	IntrospectionEndpoint string `json:"introspection_endpoint"`
 	RevocationEndpoint    string `json:"revocation_endpoint"`
 	JWKSURI               string `json:"jwks_uri"`
+	AuthorizationEndpoint string `json:"authorization_endpoint"`
+	DeviceEndpoint        string `json:"device_authorization_endpoint"`
 }
 
 // FetchDiscovery reads the issuer's discovery document (OpenID Connect's, else RFC 8414's),
@@ -173,5 +175,55 @@ func (s *Suite) postTestControl(t testing.TB, what, path, body string) {
 	if resp.StatusCode/100 != 2 {
 		raw, _ := io.ReadAll(resp.Body)
 		t.Fatalf("%s: %s: %s", what, resp.Status, raw)
+	}
+}
+
+// RefreshTokens is the provider's GET /test/refresh_tokens answer for one client: its live
+// refresh tokens not yet used, and those spent by rotation.
+type RefreshTokens struct {
+	Active   int `json:"active"`
+	Consumed int `json:"consumed"`
+}
+
+// RefreshTokenCounts counts a client's refresh tokens at the provider.
+func (s *Suite) RefreshTokenCounts(t testing.TB, clientID string) RefreshTokens {
+	t.Helper()
+	var out RefreshTokens
+	s.getTestJSON(t, "/test/refresh_tokens?client_id="+url.QueryEscape(clientID), &out)
+	return out
+}
+
+// IssuedSecrets is the provider's GET /test/secrets answer for one client: every credential it
+// issued to the client and every PKCE verifier it received from it.
+type IssuedSecrets struct {
+	AccessTokens       []string `json:"access_token"`
+	RefreshTokens      []string `json:"refresh_token"`
+	AuthorizationCodes []string `json:"authorization_code"`
+	DeviceCodes        []string `json:"device_code"`
+	CodeVerifiers      []string `json:"code_verifier"`
+}
+
+// ProviderSecrets reads what the provider issued to a client (for the leak scan).
+func (s *Suite) ProviderSecrets(t testing.TB, clientID string) IssuedSecrets {
+	t.Helper()
+	var out IssuedSecrets
+	s.getTestJSON(t, "/test/secrets?client_id="+url.QueryEscape(clientID), &out)
+	return out
+}
+
+// getTestJSON reads one of the provider's /test endpoints into out.
+func (s *Suite) getTestJSON(t testing.TB, path string, out any) {
+	t.Helper()
+	resp, err := HTTPClient.Get(s.ProviderURL + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s: %s", path, resp.Status, raw)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		t.Fatalf("GET %s: %v: %s", path, err, raw)
 	}
 }

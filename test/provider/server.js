@@ -19,6 +19,7 @@ import { registerJwtBearerGrant } from './lib/grants/jwt_bearer.js';
 import { registerPasswordGrant } from './lib/grants/password.js';
 import { registerRefreshToken } from './lib/grants/refresh_token.js';
 import { registerTokenExchangeGrant } from './lib/grants/token_exchange.js';
+import { createInteractions, deviceFlowPages } from './lib/interactions.js';
 import { createTesting } from './lib/testing.js';
 
 const INTROSPECTOR = 'introspector';
@@ -79,7 +80,7 @@ async function findAccount(ctx, id) {
 }
 
 // Refresh tokens go to every client registered with the refresh_token grant, regardless of
-// offline_access: the plugin imports and rotates refresh tokens, it does not do OIDC consent.
+// offline_access: the plugin keeps refresh tokens alive, whichever grant issued them.
 async function issueRefreshToken(ctx, client) {
   return client.grantTypeAllowed('refresh_token');
 }
@@ -92,7 +93,7 @@ function accessTokenTTL(ctx, token, client) {
 const configuration = {
   adapter: MapAdapter,
   jwks: { keys: [signingKey] },
-  // Only used to sign interaction/session cookies, which no test flow reaches.
+  // Signs the interaction and session cookies of the sign-in and consent pages (lib/interactions.js).
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   clients: [
     {
@@ -121,6 +122,10 @@ const configuration = {
   conformIdTokenClaims: false,
   findAccount,
   issueRefreshToken,
+  // Tokens from the authorization code and device flows outlive the browser session that got them.
+  expiresWithSession: async () => false,
+  // PKCE (S256, the only method oidc-provider 9 knows) for every authorization request.
+  pkce: { required: () => true },
   rotateRefreshToken: true,
   extraClientMetadata: {
     properties: ['access_token_ttl'],
@@ -157,9 +162,16 @@ const configuration = {
     // A grant must outlive the refresh tokens issued under it, or refreshing fails early.
     Grant: Math.max(env.refreshTokenTTL, 14 * 24 * 3600),
     IdToken: 3600,
+    // The sign-in pages' artifacts: an authorization request has 10 minutes, like a device code.
+    AuthorizationCode: 60,
+    DeviceCode: 600,
+    Interaction: 600,
+    Session: 24 * 3600,
   },
   features: {
+    // Sign-in and consent are lib/interactions.js, which checks PROVIDER_USERS' passwords.
     devInteractions: { enabled: false },
+    deviceFlow: { enabled: true, ...deviceFlowPages },
     clientCredentials: { enabled: true },
     introspection: {
       enabled: true,
@@ -228,6 +240,7 @@ provider.use(async (ctx, next) => {
   }
 });
 provider.use(testing.testRoutes);
+provider.use(createInteractions(provider, { users: env.users }));
 provider.use(testing.tokenEndpoint);
 
 provider.on('grant.error', (ctx, err) => {

@@ -151,5 +151,111 @@ check "stats: assertion not recorded" \
 reset="$(curl -fsS -X POST "$URL/test/stats/reset")"
 check "stats reset" "$(json 'd.token_requests + d.peak_in_flight' <<<"$reset")" 0
 
+# --- authorization code + PKCE, through the sign-in and consent pages -------------------------
+JAR="$STATE/cookies"
+# visit URL [curl args...]: a browser step with a cookie jar. Follows the provider's redirects
+# (a POST's 303 becomes a GET), leaves the last page in $STATE/page.html and its status in
+# $STATE/status, and prints the last URL: a redirect away from the provider is not followed.
+visit() {
+  local url="$1" out next
+  shift
+  while :; do
+    out="$(curl -sS -c "$JAR" -b "$JAR" -o "$STATE/page.html" -w '%{http_code} %{redirect_url}' "$@" "$url")"
+    echo "${out%% *}" >"$STATE/status"
+    next="${out#* }"
+    if [ -z "$next" ] || [[ "$next" != "$URL"/* ]]; then
+      echo "${next:-$url}"
+      return
+    fi
+    url="$next"
+    set --
+  done
+}
+# form_action ID: the action of the form with that id on the last page.
+form_action() { sed -n "s/.*<form id=\"$1\"[^>]*action=\"\([^\"]*\)\".*/\1/p" "$STATE/page.html" | head -n1; }
+# param NAME URL: a query parameter of a URL, decoded.
+param() { node -e 'process.stdout.write(new URL(process.argv[2]).searchParams.get(process.argv[1]) ?? "")' "$1" "$2"; }
+
+cb="http://127.0.0.1:9/v1/oauth/callback"
+reg="$(post /reg -H 'content-type: application/json' \
+  -d "{\"grant_types\":[\"authorization_code\",\"refresh_token\"],\"response_types\":[\"code\"],\"redirect_uris\":[\"$cb\"],\"scope\":\"openid read\"}")"
+ac_id="$(json 'd.client_id' <<<"$reg")"
+ac_secret="$(json 'd.client_secret' <<<"$reg")"
+verifier="smoke-verifier-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+challenge="$(printf %s "$verifier" | openssl dgst -sha256 -binary | basenc --base64url | tr -d '=')"
+auth="$URL/auth?response_type=code&client_id=$ac_id&redirect_uri=$(node -pe 'encodeURIComponent(process.argv[1])' "$cb")&scope=openid%20read&state=s-1&nonce=n-1"
+
+rm -f "$JAR"
+at_cb="$(visit "$auth")"
+check "authorize without PKCE: invalid_request at the redirect URI" "$(param error "$at_cb")" invalid_request
+
+rm -f "$JAR"
+visit "$auth&code_challenge=$challenge&code_challenge_method=S256" >/dev/null
+login="$URL$(form_action login)"
+check "authorize: sign-in page" "$(grep -c 'name="password"' "$STATE/page.html")" 1
+visit "$login" -d username=alice -d password=wrong >/dev/null
+check "sign-in, wrong password: 401" "$(cat "$STATE/status")" 401
+visit "$login" -d username=alice -d password=alice-password >/dev/null
+check "sign-in: consent page lists the scopes" "$(grep -o '<li>[a-z]*</li>' "$STATE/page.html" | tr -d '\n')" "<li>openid</li><li>read</li>"
+at_cb="$(visit "$URL$(form_action consent)" -X POST)"
+code="$(param code "$at_cb")"
+check "consent: back at the exact redirect URI" "${at_cb%%\?*}" "$cb"
+check "consent: state" "$(param state "$at_cb")" s-1
+check "consent: iss (RFC 9207)" "$(param iss "$at_cb")" "$URL"
+tok="$(post /token -u "$ac_id:$ac_secret" -d grant_type=authorization_code -d "code=$code" --data-urlencode "redirect_uri=$cb" -d "code_verifier=$verifier")"
+check "authorization_code: refresh_token issued" "$([ -n "$(json 'd.refresh_token' <<<"$tok")" ] && echo yes)" yes
+check "authorization_code: id_token issued" "$(json 'd.id_token.split(".").length' <<<"$tok")" 3
+intro="$(post /token/introspection -u "introspector:introspector-secret" -d "token=$(json 'd.access_token' <<<"$tok")")"
+check "authorization_code: token active for alice" "$(json 'd.active + " " + d.sub' <<<"$intro")" "true alice"
+rts() { curl -fsS "$URL/test/refresh_tokens?client_id=$1"; }
+check "test/refresh_tokens after the exchange" "$(rts "$ac_id")" '{"active":1,"consumed":0}'
+secrets="$(curl -fsS "$URL/test/secrets?client_id=$ac_id")"
+check "test/secrets: the code, the verifier and the tokens" \
+  "$(json "[d.authorization_code.includes('$code'), d.code_verifier.includes('$verifier'), d.refresh_token.includes('$(json 'd.refresh_token' <<<"$tok")'), d.access_token.includes('$(json 'd.access_token' <<<"$tok")')].join()" <<<"$secrets")" \
+  "true,true,true,true"
+tok="$(post /token -u "$ac_id:$ac_secret" -d grant_type=refresh_token -d "refresh_token=$(json 'd.refresh_token' <<<"$tok")")"
+check "authorization_code: its refresh token rotates" "$(rts "$ac_id")" '{"active":1,"consumed":1}'
+tok="$(post /token -u "$ac_id:$ac_secret" -d grant_type=authorization_code -d "code=$code" --data-urlencode "redirect_uri=$cb" -d "code_verifier=$verifier")"
+check "authorization_code: replayed code rejected" "$(json 'd.error' <<<"$tok")" invalid_grant
+check "authorization_code: replay revokes the code's grant" "$(rts "$ac_id")" '{"active":0,"consumed":0}'
+
+rm -f "$JAR"
+visit "$auth&code_challenge=$challenge&code_challenge_method=S256&prompt=consent" >/dev/null
+visit "$URL$(form_action login)" -d username=alice -d password=alice-password >/dev/null
+at_cb="$(visit "$URL$(form_action abort)" -X POST)"
+check "consent denied: access_denied at the redirect URI" "$(param error "$at_cb")" access_denied
+
+# --- device authorization grant (RFC 8628) -------------------------------------------------------
+reg="$(post /reg -H 'content-type: application/json' \
+  -d '{"grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"],"scope":"openid read"}')"
+dv_id="$(json 'd.client_id' <<<"$reg")"
+dv_secret="$(json 'd.client_secret' <<<"$reg")"
+dev="$(post /device/auth -u "$dv_id:$dv_secret" -d 'scope=openid read')"
+poll() { post /token -u "$dv_id:$dv_secret" -d grant_type=urn:ietf:params:oauth:grant-type:device_code -d "device_code=$(json 'd.device_code' <<<"$1")"; }
+check "device: verification_uri" "$(json 'd.verification_uri' <<<"$dev")" "$URL/device"
+check "device: pending" "$(json 'd.error' <<<"$(poll "$dev")")" authorization_pending
+rm -f "$JAR"
+visit "$(json 'd.verification_uri' <<<"$dev")" >/dev/null
+xsrf="$(sed -n 's/.*name="xsrf" value="\([^"]*\)".*/\1/p' "$STATE/page.html" | head -n1)"
+visit "$URL/device" -d "xsrf=$xsrf" -d "user_code=$(json 'd.user_code' <<<"$dev")" >/dev/null
+check "device: confirm page shows the code" "$(grep -q "<code id=\"user_code\">$(json 'd.user_code' <<<"$dev")<" "$STATE/page.html" && echo yes)" yes
+visit "$URL/device" -d "xsrf=$xsrf" -d "user_code=$(json 'd.user_code' <<<"$dev")" -d confirm=yes >/dev/null
+visit "$URL$(form_action login)" -d username=alice -d password=alice-password >/dev/null
+visit "$URL$(form_action consent)" -X POST >/dev/null
+check "device: success page" "$(grep -q '<h1>Device connected</h1>' "$STATE/page.html" && echo yes)" yes
+tok="$(poll "$dev")"
+check "test/secrets: the device code" \
+  "$(json "d.device_code.includes('$(json 'd.device_code' <<<"$dev")')" <<<"$(curl -fsS "$URL/test/secrets?client_id=$dv_id")")" true
+check "device: refresh_token issued" "$([ -n "$(json 'd.refresh_token' <<<"$tok")" ] && echo yes)" yes
+intro="$(post /token/introspection -u "introspector:introspector-secret" -d "token=$(json 'd.access_token' <<<"$tok")")"
+check "device: token active for alice" "$(json 'd.active + " " + d.sub' <<<"$intro")" "true alice"
+
+dev="$(post /device/auth -u "$dv_id:$dv_secret" -d 'scope=read')"
+rm -f "$JAR"
+visit "$URL/device" >/dev/null
+xsrf="$(sed -n 's/.*name="xsrf" value="\([^"]*\)".*/\1/p' "$STATE/page.html" | head -n1)"
+visit "$URL/device" -d "xsrf=$xsrf" -d "user_code=$(json 'd.user_code' <<<"$dev")" -d abort=yes >/dev/null
+check "device: aborted → access_denied" "$(json 'd.error' <<<"$(poll "$dev")")" access_denied
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -18,6 +18,11 @@ const GRANTABLE = new Set([
   'PreAuthorizedCode',
 ]);
 
+// Opaque credentials issued, by client, kept after they expire or are revoked: the e2e leak scan
+// searches for every one the plugin ever held (GET /test/secrets). Opaque values are their ids.
+const ISSUED = new Set(['AccessToken', 'AuthorizationCode', 'DeviceCode', 'RefreshToken']);
+const issued = new Map(); // clientId -> Model -> Set of ids
+
 const uidIndex = new Map(); // Session uid -> id
 const userCodeIndex = new Map(); // DeviceCode userCode -> id
 
@@ -45,6 +50,24 @@ function sweep() {
 // unref: the sweep must never keep the process alive on its own.
 setInterval(sweep, 60_000).unref();
 
+// Every credential of the ISSUED models ever stored for a client: { Model: [id, ...] }.
+export function issuedTo(clientId) {
+  const out = {};
+  for (const [model, ids] of issued.get(clientId) || []) out[model] = [...ids];
+  return out;
+}
+
+// The live payloads of one model, for the test endpoints.
+export function* livePayloads(model) {
+  const prefix = `${model}:`;
+  for (const key of store.keys()) {
+    if (key.startsWith(prefix)) {
+      const payload = live(key);
+      if (payload) yield payload;
+    }
+  }
+}
+
 export default class MapAdapter {
   constructor(model) {
     this.model = model;
@@ -62,6 +85,12 @@ export default class MapAdapter {
     if (GRANTABLE.has(this.model) && payload.grantId) {
       if (!grantMembers.has(payload.grantId)) grantMembers.set(payload.grantId, new Set());
       grantMembers.get(payload.grantId).add(key);
+    }
+    if (ISSUED.has(this.model) && payload.clientId) {
+      if (!issued.has(payload.clientId)) issued.set(payload.clientId, new Map());
+      const byModel = issued.get(payload.clientId);
+      if (!byModel.has(this.model)) byModel.set(this.model, new Set());
+      byModel.get(this.model).add(id);
     }
     if (this.model === 'Session' && payload.uid) uidIndex.set(payload.uid, id);
     if (payload.userCode) userCodeIndex.set(payload.userCode, id);

@@ -4,6 +4,8 @@
 
 import * as querystring from 'node:querystring';
 
+import { issuedTo, livePayloads } from './adapter.js';
+
 // Values that are credentials, never echoed back through /test/stats.
 const SECRET_PARAMS = new Set([
   'client_secret',
@@ -84,7 +86,7 @@ function requestClientId(ctx, body) {
   return '(unknown)';
 }
 
-async function readForm(ctx) {
+export async function readForm(ctx) {
   if (!ctx.is('application/x-www-form-urlencoded')) return {};
   const chunks = [];
   let size = 0;
@@ -113,8 +115,21 @@ async function readJson(ctx) {
   }
 }
 
+// How many of a client's refresh tokens are live and unused, and how many were spent by rotation
+// (reuse of a spent one revokes its whole grant, and so removes both).
+function refreshTokens(clientId) {
+  if (typeof clientId !== 'string' || !clientId) throw httpError(400, 'client_id is required');
+  const out = { active: 0, consumed: 0 };
+  for (const token of livePayloads('RefreshToken')) {
+    if (token.clientId === clientId) out[token.consumed ? 'consumed' : 'active'] += 1;
+  }
+  return out;
+}
+
 export function createTesting(provider, { tokenDelayMs }) {
   let stats = emptyStats();
+  // PKCE verifiers the token endpoint received, by client, for GET /test/secrets.
+  const verifiers = new Map();
   let inFlight = 0;
   let peakInFlight = 0;
   // Knobs the tests may turn at run time through POST /test/config.
@@ -130,8 +145,13 @@ export function createTesting(provider, { tokenDelayMs }) {
 
   function attribute(ctx, body) {
     const grantType = typeof body?.grant_type === 'string' ? body.grant_type : '(none)';
+    const clientId = requestClientId(ctx, body);
     bump(stats.by_grant, grantType);
-    bump(stats.by_client, requestClientId(ctx, body));
+    bump(stats.by_client, clientId);
+    if (typeof body?.code_verifier === 'string' && body.code_verifier) {
+      if (!verifiers.has(clientId)) verifiers.set(clientId, new Set());
+      verifiers.get(clientId).add(body.code_verifier);
+    }
     stats.last_params[grantType] = publicParams(body);
   }
 
@@ -215,6 +235,20 @@ export function createTesting(provider, { tokenDelayMs }) {
     }
   }
 
+  // Every secret this provider issued to a client or received from it that a test cannot see
+  // otherwise (the plugin keeps them), for the e2e leak scan. This one route reveals secrets.
+  function secrets(clientId) {
+    if (typeof clientId !== 'string' || !clientId) throw httpError(400, 'client_id is required');
+    const byModel = issuedTo(clientId);
+    return {
+      access_token: byModel.AccessToken || [],
+      refresh_token: byModel.RefreshToken || [],
+      authorization_code: byModel.AuthorizationCode || [],
+      device_code: byModel.DeviceCode || [],
+      code_verifier: [...(verifiers.get(clientId) || [])],
+    };
+  }
+
   async function routeTest(ctx) {
     if (!isLoopback(ctx.req.socket.remoteAddress)) throw httpError(403, 'test endpoints are loopback-only');
     ctx.set('cache-control', 'no-store');
@@ -229,6 +263,12 @@ export function createTesting(provider, { tokenDelayMs }) {
         // A gauge cannot be zeroed while requests are running; the peak restarts from "now".
         peakInFlight = inFlight;
         ctx.body = snapshot();
+        break;
+      case 'GET /test/refresh_tokens':
+        ctx.body = refreshTokens(ctx.query.client_id);
+        break;
+      case 'GET /test/secrets':
+        ctx.body = secrets(ctx.query.client_id);
         break;
       case 'GET /test/config':
         ctx.body = knobs;
