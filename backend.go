@@ -37,6 +37,12 @@ type backend struct {
 	// grantsOpen lets clean wait for the grants under way and refuses new ones after it.
 	grantsOpen gate
 
+	// configLock serialises the config's storage writes with promotions of its client secret.
+	configLock sync.Mutex
+	// keyLocks serialise writes per mount key; keySchedule says when each is next due.
+	keyLocks    sync.Map // name -> *sync.Mutex
+	keySchedule keySchedule
+
 	clock clock
 	// newClient builds the HTTP client for a provider's trust roots and request timeout.
 	newClient func(caPEM string, timeout time.Duration) (*oauthclient.Client, error)
@@ -71,17 +77,20 @@ func newBackend(clk clock, newClient func(caPEM string, timeout time.Duration) (
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configPath, rolePrefix, tokenPrefix},
+			SealWrapStorage: []string{configPath, rolePrefix, tokenPrefix, keyPrefix},
+			Unauthenticated: []string{"jwks"},
 		},
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
 			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b)},
+			pathKeys(b),
+			pathPromoteSecret(b),
 		),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,
 		InitializeFunc: b.initialize,
-		PeriodicFunc:   b.periodicRefresh,
+		PeriodicFunc:   b.periodic,
 		Clean:          b.clean,
 		RunningVersion: Version,
 	}

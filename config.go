@@ -43,10 +43,17 @@ type configEntry struct {
 type clientCredentials struct {
 	ClientID     string `json:"client_id,omitempty"`
 	ClientSecret string `json:"client_secret,omitempty"`
-	AuthMethod   string `json:"auth_method,omitempty"`
-	ClientKey    string `json:"client_key,omitempty"`
-	ClientKeyAlg string `json:"client_key_alg,omitempty"`
-	ClientKeyKID string `json:"client_key_kid,omitempty"`
+	// ClientSecretNext is tried when the provider refuses ClientSecret (invalid_client), and
+	// replaces it once the provider takes it.
+	ClientSecretNext string `json:"client_secret_next,omitempty"`
+	// ClientSecretPromotedAt is when ClientSecretNext last replaced ClientSecret.
+	ClientSecretPromotedAt time.Time `json:"client_secret_promoted_at"`
+	AuthMethod             string    `json:"auth_method,omitempty"`
+	ClientKey              string    `json:"client_key,omitempty"`
+	ClientKeyAlg           string    `json:"client_key_alg,omitempty"`
+	ClientKeyKID           string    `json:"client_key_kid,omitempty"`
+	// ClientKeyName names a mount key that signs private_key_jwt instead of ClientKey.
+	ClientKeyName string `json:"client_key_name,omitempty"`
 }
 
 func (c *configEntry) tokenEndpoint() string {

@@ -34,7 +34,7 @@ const namePattern = `(?P<name>[^/]+)`
 var roleNameRegex = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$`)
 
 // secretFields are write-only and never echoed, not even in an error.
-var secretFields = []string{"client_secret", "client_key", "password", "refresh_token", "assertion_key"}
+var secretFields = []string{"client_secret", "client_secret_next", "client_key", "password", "refresh_token", "assertion_key"}
 
 // secretPairsField holds key=value pairs whose values are secrets.
 const secretPairsField = "secret_token_params"
@@ -226,6 +226,8 @@ func addClientFields(fields map[string]*framework.FieldSchema, scope string) {
 	fields["client_key"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": PEM private key (RSA or EC) for private_key_jwt. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}}
 	fields["client_key_alg"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": JWS alg for private_key_jwt; defaults from the key (RS256, ES256)."}
 	fields["client_key_kid"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": JWS kid header for private_key_jwt."}
+	fields["client_key_name"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": mount key (keys/<name>) that signs private_key_jwt, instead of client_key; the JWT carries its kid."}
+	fields["client_secret_next"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": the client secret that follows client_secret: tried when the provider refuses client_secret as invalid_client, and promoted to client_secret once it works. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}}
 }
 
 func addRefreshFields(fields map[string]*framework.FieldSchema) {

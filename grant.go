@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -50,6 +51,8 @@ type grantRequest struct {
 	refreshToken string
 	stranded     bool
 	now          time.Time
+	// mountKey is the current signing key of a mount key; its errors name field.
+	mountKey func(field, name string) (*oauthclient.SigningKey, error)
 }
 
 // grantOutcome is what one shared grant produced for all the readers waiting on it.
@@ -153,7 +156,7 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 	}
 
 	sent := time.Now()
-	tok, err := b.requestToken(ctx, cfg, role, bd, current)
+	tok, err := b.requestToken(ctx, s, name, cfg, role, bd, current)
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
 	if err != nil {
 		return b.failed(ctx, s, name, bd.access, current, err)
@@ -218,19 +221,51 @@ func (b *backend) failed(ctx context.Context, s logical.Storage, name, grantBind
 	return grantOutcome{err: cause}
 }
 
-// requestToken performs the role's grant with the refresh token it may use.
-func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry) (*oauthclient.Token, error) {
+// requestToken performs the role's grant with the refresh token it may use. When the provider
+// refuses the client secret (invalid_client) and a client_secret_next is set, the grant is tried
+// once more with that one, which is promoted if the provider takes it.
+func (b *backend) requestToken(ctx context.Context, s logical.Storage, name string, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry) (*oauthclient.Token, error) {
 	client, err := b.client(cfg)
 	if err != nil {
 		return nil, err
 	}
-	req, err := baseRequest(cfg, role)
-	if err != nil {
-		return nil, err
+	attempt := func(secret string) (*oauthclient.Token, string, error) {
+		req, err := b.baseRequest(ctx, s, cfg, role)
+		if err != nil {
+			return nil, "", err
+		}
+		if secret != "" {
+			req.Auth.ClientSecret = secret
+		}
+		g := &grantRequest{client: client, req: req, role: role, now: b.now(), mountKey: func(field, key string) (*oauthclient.SigningKey, error) {
+			return b.mountSigningKey(ctx, s, field, key)
+		}}
+		g.refreshToken, g.stranded = current.refreshTokenFor(bd)
+		tok, err := grantFlows[role.GrantType].request(ctx, g)
+		return tok, req.Auth.Method, err
 	}
-	g := &grantRequest{client: client, req: req, role: role, now: b.now()}
-	g.refreshToken, g.stranded = current.refreshTokenFor(bd)
-	return grantFlows[role.GrantType].request(ctx, g)
+	tok, method, err := attempt("")
+	creds := role.effectiveCredentials(cfg)
+	if err == nil || creds.ClientSecretNext == "" || !isInvalidClient(err) || !slices.Contains(secretAuthMethods, method) {
+		return tok, err
+	}
+	tok, _, nextErr := attempt(creds.ClientSecretNext)
+	if nextErr != nil {
+		return nil, fmt.Errorf("%w (client_secret_next was tried too: %v)", err, nextErr)
+	}
+	if _, err := b.promoteSecret(ctx, s, name, creds.ClientSecret, creds.ClientSecretNext); err != nil {
+		// The token is good; the promotion is tried again by the next grant that needs it.
+		b.Logger().Warn("promoting client_secret_next failed", "role", name, "error", err)
+	}
+	return tok, nil
+}
+
+// secretAuthMethods send (or sign with) the client secret.
+var secretAuthMethods = []string{oauthclient.AuthClientSecretBasic, oauthclient.AuthClientSecretPost, oauthclient.AuthClientSecretJWT}
+
+func isInvalidClient(err error) bool {
+	var oe *oauthclient.Error
+	return errors.As(err, &oe) && oe.Code == "invalid_client"
 }
 
 func isInvalidGrant(err error) bool {
@@ -240,17 +275,22 @@ func isInvalidGrant(err error) bool {
 
 // baseRequest is the token request common to every grant: endpoint, client authentication,
 // scopes and extra parameters.
-func baseRequest(cfg *configEntry, role *roleEntry) (oauthclient.TokenRequest, error) {
+func (b *backend) baseRequest(ctx context.Context, s logical.Storage, cfg *configEntry, role *roleEntry) (oauthclient.TokenRequest, error) {
 	creds := role.effectiveCredentials(cfg)
 	method, err := chooseAuthMethod(creds, cfg)
 	if err != nil {
 		return oauthclient.TokenRequest{}, err
 	}
 	auth := oauthclient.ClientAuth{Method: method, ClientID: creds.ClientID, ClientSecret: creds.ClientSecret}
-	if method == oauthclient.AuthPrivateKeyJWT {
-		if auth.Key, err = creds.signingKey(); err != nil {
-			return oauthclient.TokenRequest{}, err
-		}
+	switch {
+	case method != oauthclient.AuthPrivateKeyJWT:
+	case creds.ClientKeyName != "":
+		auth.Key, err = b.mountSigningKey(ctx, s, "client_key_name", creds.ClientKeyName)
+	default:
+		auth.Key, err = creds.signingKey()
+	}
+	if err != nil {
+		return oauthclient.TokenRequest{}, err
 	}
 	params := url.Values{}
 	for _, p := range []map[string]string{role.TokenParams, role.SecretTokenParams} {

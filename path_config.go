@@ -65,6 +65,9 @@ var configReadFields = map[string]*framework.FieldSchema{
 	"client_key_set":                        {Type: framework.TypeBool, Description: "Whether a default private_key_jwt key is set."},
 	"client_key_alg":                        {Type: framework.TypeString, Description: "JWS alg of the default key."},
 	"client_key_kid":                        {Type: framework.TypeString, Description: "kid of the default key."},
+	"client_key_name":                       {Type: framework.TypeString, Description: "Default mount key for private_key_jwt."},
+	"client_secret_next_set":                {Type: framework.TypeBool, Description: "Whether a default client_secret_next is set."},
+	"client_secret_promoted_at":             {Type: framework.TypeString, Description: "When client_secret_next last became client_secret."},
 	"refresh_buffer":                        {Type: framework.TypeInt, Description: "Default refresh buffer (seconds)."},
 	"refresh_fraction":                      {Type: framework.TypeFloat, Description: "Default refresh fraction of a token's lifetime."},
 }
@@ -133,6 +136,16 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			warnings = append(warnings, err.Error())
 		}
 	}
+	if err := b.checkKeyNames(ctx, req.Storage, map[string]string{"client_key_name": cfg.ClientKeyName}); err != nil {
+		return errorResponse(err)
+	}
+	b.configLock.Lock()
+	defer b.configLock.Unlock()
+	stored, err := readEntry[configEntry](ctx, req.Storage, configPath)
+	if err != nil {
+		return nil, err
+	}
+	keepPromotion(cfg, old, stored, d)
 	if err := putJSON(ctx, req.Storage, configPath, cfg); err != nil {
 		return nil, err
 	}

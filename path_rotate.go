@@ -59,7 +59,7 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 	revoked := false
 	switch {
 	case asked && revoke.(bool), !asked && out.token.RefreshToken == "":
-		if revoked, err = b.revokeOld(ctx, cfg, role, old); err != nil {
+		if revoked, err = b.revokeOld(ctx, req.Storage, cfg, role, old); err != nil {
 			resp.AddWarning(fmt.Sprintf("the new token is stored, but revoking the previous one at the provider failed: %v", err))
 		}
 	case !asked && old.remaining(b.now()) > 0 && cfg.revocationEndpoint() != "":
@@ -72,7 +72,7 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 
 // revokeOld revokes the replaced access token (RFC 7009) when the provider has a revocation
 // endpoint and the token has not expired anyway. It reports whether it did.
-func (b *backend) revokeOld(ctx context.Context, cfg *configEntry, role *roleEntry, old *tokenEntry) (bool, error) {
+func (b *backend) revokeOld(ctx context.Context, s logical.Storage, cfg *configEntry, role *roleEntry, old *tokenEntry) (bool, error) {
 	endpoint := cfg.revocationEndpoint()
 	if endpoint == "" || old.remaining(b.now()) == 0 {
 		return false, nil
@@ -81,7 +81,7 @@ func (b *backend) revokeOld(ctx context.Context, cfg *configEntry, role *roleEnt
 	if err != nil {
 		return false, err
 	}
-	req, err := baseRequest(cfg, role)
+	req, err := b.baseRequest(ctx, s, cfg, role)
 	if err != nil {
 		return false, err
 	}
