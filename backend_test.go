@@ -15,7 +15,7 @@ func TestEveryPathHasHelp(t *testing.T) {
 			t.Errorf("path %s lacks help text", p.Pattern)
 		}
 	}
-	for _, path := range []string{"config", "roles/", "roles/app", "creds/app", "roles/app/status", "rotate/app"} {
+	for _, path := range []string{"config", "roles/", "roles/app", "creds/app", "roles/app/status", "rotate/app", "keys/", "keys/k", "keys/k/rotate", "jwks", "config/promote-secret", "roles/app/promote-secret"} {
 		resp := request(t, b, s, logical.HelpOperation, path, nil)
 		if help, _ := resp.Data["help"].(string); help == "" {
 			t.Errorf("vault path-help %s is empty", path)
@@ -26,7 +26,7 @@ func TestEveryPathHasHelp(t *testing.T) {
 func TestStorageIsSealWrapped(t *testing.T) {
 	b, _ := newTestBackend(t)
 	wrapped := b.SpecialPaths().SealWrapStorage
-	for _, key := range []string{configPath, rolePrefix, tokenPrefix} {
+	for _, key := range []string{configPath, rolePrefix, tokenPrefix, keyPrefix} {
 		found := false
 		for _, w := range wrapped {
 			found = found || w == key
@@ -63,6 +63,15 @@ func TestOperationsDocumentTheirAnswers(t *testing.T) {
 	check(logical.UpdateOperation, "roles/app", map[string]any{"scopes": "read", "lease": false})
 	check(logical.ReadOperation, "creds/app", nil)
 	check(logical.UpdateOperation, "config", map[string]any{"timeout": 10})
+	check(logical.UpdateOperation, "keys/k", map[string]any{"alg": "ES256"})
+	check(logical.ReadOperation, "keys/k", nil)
+	check(logical.ListOperation, "keys/", nil)
+	check(logical.UpdateOperation, "keys/k/rotate", nil)
+	check(logical.DeleteOperation, "keys/k", nil)
+	check(logical.UpdateOperation, "roles/app", map[string]any{"client_secret": testClientSecret, "client_secret_next": "next-secret"})
+	check(logical.UpdateOperation, "roles/app/promote-secret", nil)
+	check(logical.UpdateOperation, "config", map[string]any{"client_secret_next": "next-secret"})
+	check(logical.UpdateOperation, "config/promote-secret", nil)
 	check(logical.DeleteOperation, "roles/app", nil)
 	check(logical.DeleteOperation, "config", nil)
 }

@@ -2,6 +2,7 @@ package testprovider
 
 import (
 	"crypto/subtle"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -11,7 +12,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
-var signatureAlgs = []jose.SignatureAlgorithm{jose.HS256, jose.HS384, jose.HS512, jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.ES256, jose.ES384, jose.ES512}
+var signatureAlgs = []jose.SignatureAlgorithm{jose.HS256, jose.HS384, jose.HS512, jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.ES256, jose.ES384, jose.ES512, jose.EdDSA}
 
 // authenticate identifies the client by the one method the request uses and checks that it is
 // the method the client registered (RFC 6749 §2.3, RFC 7523 §2.2).
@@ -86,6 +87,9 @@ func (p *Provider) assertionClient(r *http.Request) (*Client, *oauthError) {
 	if _, oerr := p.checkMethod(c, method); oerr != nil {
 		return nil, oerr
 	}
+	if method == "private_key_jwt" && c.JWKSURI != "" {
+		key = p.clientKey(c, tok.Headers[0])
+	}
 	claims, oerr := p.verify(tok, key, "invalid_client")
 	if oerr != nil {
 		return nil, oerr
@@ -93,7 +97,46 @@ func (p *Provider) assertionClient(r *http.Request) (*Client, *oauthError) {
 	if claims.Subject != c.ID {
 		return nil, &oauthError{"invalid_client", "client assertion sub must be the client_id"}
 	}
+	p.mu.Lock()
+	p.kids = append(p.kids, tok.Headers[0].KeyID)
+	p.mu.Unlock()
 	return c, nil
+}
+
+// clientKey finds the assertion's kid (and alg) in the client's key set, fetching the set when it
+// is not cached or lacks the kid. Nil when no key fits.
+func (p *Provider) clientKey(c *Client, h jose.Header) any {
+	find := func() any {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		set := p.jwks[c.ID]
+		if set == nil {
+			return nil
+		}
+		for _, k := range set.Key(h.KeyID) {
+			if k.Algorithm == "" || k.Algorithm == h.Algorithm {
+				return k.Key
+			}
+		}
+		return nil
+	}
+	if key := find(); key != nil {
+		return key
+	}
+	p.jwksFetches.Add(1)
+	resp, err := http.Get(c.JWKSURI)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var set jose.JSONWebKeySet
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&set) != nil {
+		return nil
+	}
+	p.mu.Lock()
+	p.jwks[c.ID] = &set
+	p.mu.Unlock()
+	return find()
 }
 
 // jwtBearerGrant verifies an RFC 7523 §2.1 authorization grant assertion whose issuer is a

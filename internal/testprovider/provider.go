@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 // Client is a registered client.
@@ -24,6 +26,9 @@ type Client struct {
 	AuthMethod string
 	// PublicKey verifies private_key_jwt client assertions and RS/ES jwt-bearer assertions.
 	PublicKey any
+	// JWKSURI, instead of PublicKey, is where the client's public keys are fetched (OIDC
+	// Registration §2 jwks_uri): once, and again when an assertion names a kid not in the set.
+	JWKSURI string
 }
 
 // Issued describes an access token the provider issued.
@@ -68,6 +73,12 @@ type Provider struct {
 	usedJTIs map[string]bool
 	metadata map[string]any
 
+	// jwks caches each client's fetched key set.
+	jwks        map[string]*jose.JSONWebKeySet
+	jwksFetches atomic.Int64
+	// Kids lists the kid of every verified client assertion, in order.
+	kids []string
+
 	requests atomic.Int64
 	inFlight atomic.Int64
 	peak     atomic.Int64
@@ -84,6 +95,7 @@ func New(t interface{ Cleanup(func()) }) *Provider {
 		issued:             map[string]*Issued{},
 		refresh:            map[string]refreshGrant{},
 		usedJTIs:           map[string]bool{},
+		jwks:               map[string]*jose.JSONWebKeySet{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", p.token)
@@ -116,6 +128,16 @@ func (p *Provider) SetMetadata(md map[string]any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.metadata = md
+}
+
+// JWKSFetches is how many times a client's jwks_uri was fetched.
+func (p *Provider) JWKSFetches() int64 { return p.jwksFetches.Load() }
+
+// AssertionKIDs lists the kid headers of the client assertions verified so far.
+func (p *Provider) AssertionKIDs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.kids)
 }
 
 // Requests is how many token requests arrived, failed ones included.
