@@ -13,6 +13,7 @@ import * as jose from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
 import MapAdapter from './lib/adapter.js';
+import { createClientKeys } from './lib/client_keys.js';
 import { readEnv } from './lib/env.js';
 import { registerClientCredentials } from './lib/grants/client_credentials.js';
 import { registerJwtBearerGrant } from './lib/grants/jwt_bearer.js';
@@ -88,8 +89,12 @@ function accessTokenTTL(ctx, token, client) {
   return client?.access_token_ttl ?? token.resourceServer?.accessTokenTTL ?? env.accessTokenTTL;
 }
 
+// Provider is needed to find clients; configuration.fetch is bound below once it exists.
+let clientKeys;
+
 const configuration = {
   adapter: MapAdapter,
+  fetch: (url, options) => clientKeys.fetch(url, options),
   jwks: { keys: [signingKey] },
   // Only used to sign interaction/session cookies, which no test flow reaches.
   cookies: { keys: [randomBytes(32).toString('base64url')] },
@@ -201,6 +206,7 @@ const configuration = {
 };
 
 const provider = new Provider(issuer, configuration);
+clientKeys = createClientKeys(provider);
 
 registerClientCredentials(provider);
 registerRefreshToken(provider);
@@ -225,6 +231,8 @@ provider.use(async (ctx, next) => {
     log(`${ctx.method} ${ctx.path} ${ctx.status} ${ms.toFixed(1)}ms${detail}`);
   }
 });
+// Before testing.testRoutes, which answers 404 to the /test routes it does not know.
+provider.use(clientKeys.testRoutes);
 provider.use(testing.testRoutes);
 provider.use(testing.tokenEndpoint);
 
