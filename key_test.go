@@ -150,6 +150,13 @@ func TestKeyRotatePublishesAheadAndRetires(t *testing.T) {
 	if len(stored.Retiring) != 0 {
 		t.Fatalf("the retired key is still stored: %v", stored.Retiring)
 	}
+	if resp := request(t, b, s, logical.UpdateOperation, "keys/k/rotate", nil); len(resp.Warnings) != 0 {
+		t.Fatalf("a rotation of a key published for hours warns: %v", resp.Warnings)
+	}
+	// Rotating again at once signs with a key published a moment ago: providers may not have it.
+	if resp := request(t, b, s, logical.UpdateOperation, "keys/k/rotate", nil); len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "max-age") {
+		t.Fatalf("a quick second rotation: warnings %v", resp.Warnings)
+	}
 }
 
 // A tick rotates keys whose rotation_period has passed, and reads no key that is not due.

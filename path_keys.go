@@ -185,7 +185,12 @@ func (b *backend) pathKeyRotate(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	b.Logger().Info("mount key rotated", "key", name, "kid", k.Current.KID)
-	return &logical.Response{Data: describeKey(&k, now)}, nil
+	resp := &logical.Response{Data: describeKey(&k, now)}
+	if published := now.Sub(old.Next.CreatedAt); published < jwksMaxAge {
+		resp.AddWarning(fmt.Sprintf("the new current key was published %s ago: a provider that cached the JWKS before then may refuse it until its cache expires (max-age %s); rotate at most once per %s",
+			published.Round(time.Second), jwksMaxAge, jwksMaxAge))
+	}
+	return resp, nil
 }
 
 func (b *backend) pathKeyDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
