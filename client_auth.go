@@ -16,6 +16,7 @@ func (c clientCredentials) describe(data map[string]any) {
 	data["client_key_alg"] = c.ClientKeyAlg
 	data["client_key_kid"] = c.ClientKeyKID
 	data["client_key_name"] = c.ClientKeyName
+	data["client_cert"] = c.ClientCert
 	data["client_secret_next_set"] = c.ClientSecretNext != ""
 	data["client_secret_promoted_at"] = rfc3339(c.ClientSecretPromotedAt)
 }
@@ -28,6 +29,7 @@ func (c *clientCredentials) update(d *framework.FieldData) {
 	setString(d, "client_key_alg", &c.ClientKeyAlg)
 	setString(d, "client_key_kid", &c.ClientKeyKID)
 	setString(d, "client_key_name", &c.ClientKeyName)
+	setString(d, "client_cert", &c.ClientCert)
 	setString(d, "client_secret_next", &c.ClientSecretNext)
 }
 
@@ -58,7 +60,25 @@ func (c clientCredentials) validate() error {
 			return err
 		}
 	}
+	if c.ClientCert != "" {
+		if err := validateLength("client_cert", c.ClientCert, maxPEMBytes); err != nil {
+			return err
+		}
+		keyPEM := c.ClientKey
+		if keyPEM == "" {
+			// Checked against the mount key when it is used; here only the certificate.
+			keyPEM = "-"
+		}
+		if _, err := parseClientCertificate(c.ClientCert, keyPEM, "client_key"); err != nil && (c.ClientKey != "" || isField(err, "client_cert")) {
+			return err
+		}
+	}
 	return nil
+}
+
+func isField(err error, field string) bool {
+	var fe *fieldError
+	return errors.As(err, &fe) && fe.field == field
 }
 
 // signingKey parses the private_key_jwt key; its errors name client_key or client_key_alg.
@@ -120,6 +140,10 @@ func (c clientCredentials) canUse(method string) bool {
 		return c.ClientSecret != ""
 	case oauthclient.AuthPrivateKeyJWT:
 		return c.ClientKey != "" || c.ClientKeyName != ""
+	case oauthclient.AuthTLSClientAuth:
+		return c.ClientCert != "" && (c.ClientKey != "" || c.ClientKeyName != "")
+	case oauthclient.AuthSelfSignedTLSClientAuth:
+		return c.ClientKeyName != "" || (c.ClientCert != "" && c.ClientKey != "")
 	}
 	return !c.hasCredential()
 }
@@ -127,7 +151,7 @@ func (c clientCredentials) canUse(method string) bool {
 // hasCredential reports whether a secret or a key is set: a role that has one uses none of the
 // config's.
 func (c clientCredentials) hasCredential() bool {
-	return c.ClientSecret != "" || c.ClientKey != "" || c.ClientKeyName != ""
+	return c.ClientSecret != "" || c.ClientKey != "" || c.ClientKeyName != "" || c.ClientCert != ""
 }
 
 // effectiveCredentials merges the role's client settings over the config's.
@@ -163,6 +187,17 @@ func (r *roleEntry) validateClientAuth(cfg *configEntry) error {
 		}
 		if _, err := creds.signingKey(); err != nil {
 			return err
+		}
+	case oauthclient.AuthTLSClientAuth:
+		if creds.ClientCert == "" {
+			return fieldErrorf("client_cert", "auth_method tls_client_auth needs the client's certificate")
+		}
+		if creds.ClientKey == "" && creds.ClientKeyName == "" {
+			return fieldErrorf("client_key", "auth_method tls_client_auth needs the certificate's private key (client_key, or a mount key as client_key_name)")
+		}
+	case oauthclient.AuthSelfSignedTLSClientAuth:
+		if !creds.canUse(creds.AuthMethod) {
+			return fieldErrorf("client_key_name", "auth_method self_signed_tls_client_auth needs a mount key (client_key_name), whose self-signed certificate is used, or client_cert with client_key")
 		}
 	}
 	if creds.AuthMethod == "client_secret_jwt" && len(creds.ClientSecret) < 32 {

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"crypto/tls"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -54,6 +55,9 @@ type clientCredentials struct {
 	ClientKeyKID           string    `json:"client_key_kid,omitempty"`
 	// ClientKeyName names a mount key that signs private_key_jwt instead of ClientKey.
 	ClientKeyName string `json:"client_key_name,omitempty"`
+	// ClientCert is the PEM certificate (chain) of mutual TLS client authentication, whose key
+	// is ClientKey or the mount key ClientKeyName.
+	ClientCert string `json:"client_cert,omitempty"`
 }
 
 func (c *configEntry) tokenEndpoint() string {
@@ -68,6 +72,15 @@ func (c *configEntry) revocationEndpoint() string {
 		return c.RevocationURL
 	}
 	return c.Discovered.RevocationEndpoint
+}
+
+// mtlsEndpoint is the mutual-TLS alias (RFC 8705 §5) of a discovered endpoint, when the provider
+// has one and the endpoint was not given explicitly.
+func (c *configEntry) mtlsEndpoint(name, given, endpoint string) string {
+	if alias := c.discovered().MTLSEndpointAliases[name]; alias != "" && given == "" {
+		return alias
+	}
+	return endpoint
 }
 
 func (c *configEntry) discovered() oauthclient.Metadata {
@@ -135,7 +148,8 @@ func (b *backend) discover(ctx context.Context, cfg *configEntry) error {
 	if err != nil {
 		return fieldErrorf("issuer", "%v", err)
 	}
-	for field, u := range map[string]string{"token_endpoint": md.TokenEndpoint, "revocation_endpoint": md.RevocationEndpoint} {
+	for field, u := range map[string]string{"token_endpoint": md.TokenEndpoint, "revocation_endpoint": md.RevocationEndpoint,
+		"mtls_endpoint_aliases.token_endpoint": md.MTLSEndpointAliases["token_endpoint"], "mtls_endpoint_aliases.revocation_endpoint": md.MTLSEndpointAliases["revocation_endpoint"]} {
 		if err := validateEndpointURL(field, u); err != nil {
 			return fieldErrorf("issuer", "discovered %v", err)
 		}
@@ -146,13 +160,48 @@ func (b *backend) discover(ctx context.Context, cfg *configEntry) error {
 
 // client returns the HTTP client for cfg's trust roots and timeout, built once for each.
 func (b *backend) client(cfg *configEntry) (*oauthclient.Client, error) {
+	pc, err := b.providerClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return pc.client, nil
+}
+
+func (b *backend) providerClient(cfg *configEntry) (*providerClient, error) {
 	if c := b.cache.client.Load(); c != nil && c.caPEM == cfg.CAPEM && c.timeout == cfg.Timeout {
-		return c.client, nil
+		return c, nil
 	}
 	c, err := b.newClient(cfg.CAPEM, cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	b.cache.client.Store(&providerClient{caPEM: cfg.CAPEM, timeout: cfg.Timeout, client: c})
+	pc := &providerClient{caPEM: cfg.CAPEM, timeout: cfg.Timeout, client: c}
+	b.cache.client.Store(pc)
+	return pc, nil
+}
+
+// clientFor is the HTTP client for cfg that presents cert (none: the plain one), built once for
+// each certificate.
+func (b *backend) clientFor(cfg *configEntry, cert *tls.Certificate) (*oauthclient.Client, error) {
+	pc, err := b.providerClient(cfg)
+	if err != nil || cert == nil {
+		return pc.clientOrNil(), err
+	}
+	key := digest(string(cert.Certificate[0]))
+	if c, ok := pc.withCerts.Load(key); ok {
+		return c.(*oauthclient.Client), nil
+	}
+	c, err := pc.client.WithCertificate(cert)
+	if err != nil {
+		return nil, err
+	}
+	pc.withCerts.Store(key, c)
 	return c, nil
+}
+
+func (pc *providerClient) clientOrNil() *oauthclient.Client {
+	if pc == nil {
+		return nil
+	}
+	return pc.client
 }

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
@@ -225,12 +226,12 @@ func (b *backend) failed(ctx context.Context, s logical.Storage, name, grantBind
 // refuses the client secret (invalid_client) and a client_secret_next is set, the grant is tried
 // once more with that one, which is promoted if the provider takes it.
 func (b *backend) requestToken(ctx context.Context, s logical.Storage, name string, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry) (*oauthclient.Token, error) {
-	client, err := b.client(cfg)
-	if err != nil {
-		return nil, err
-	}
 	attempt := func(secret string) (*oauthclient.Token, string, error) {
 		req, err := b.baseRequest(ctx, s, cfg, role)
+		if err != nil {
+			return nil, "", err
+		}
+		client, err := b.clientFor(cfg, req.Auth.Certificate)
 		if err != nil {
 			return nil, "", err
 		}
@@ -260,6 +261,25 @@ func (b *backend) requestToken(ctx context.Context, s logical.Storage, name stri
 	return tok, nil
 }
 
+// clientCertificate is the mutual TLS certificate and key: a mount key with client_cert or its own
+// self-signed certificate, else client_cert with client_key.
+func (b *backend) clientCertificate(ctx context.Context, s logical.Storage, creds clientCredentials) (*tls.Certificate, error) {
+	if creds.ClientKeyName != "" {
+		k, err := b.key(ctx, s, creds.ClientKeyName)
+		if err != nil {
+			return nil, err
+		}
+		if k == nil {
+			return nil, fieldErrorf("client_key_name", "mount key %q does not exist", clipInput(creds.ClientKeyName))
+		}
+		return k.certificate(creds.ClientCert)
+	}
+	if creds.ClientCert == "" {
+		return nil, fieldErrorf("client_cert", "mutual TLS client authentication needs the client's certificate")
+	}
+	return parseClientCertificate(creds.ClientCert, creds.ClientKey, "client_key")
+}
+
 // secretAuthMethods send (or sign with) the client secret.
 var secretAuthMethods = []string{oauthclient.AuthClientSecretBasic, oauthclient.AuthClientSecretPost, oauthclient.AuthClientSecretJWT}
 
@@ -282,7 +302,11 @@ func (b *backend) baseRequest(ctx context.Context, s logical.Storage, cfg *confi
 		return oauthclient.TokenRequest{}, err
 	}
 	auth := oauthclient.ClientAuth{Method: method, ClientID: creds.ClientID, ClientSecret: creds.ClientSecret}
+	tokenURL := cfg.tokenEndpoint()
 	switch {
+	case oauthclient.IsMTLS(method):
+		auth.Certificate, err = b.clientCertificate(ctx, s, creds)
+		tokenURL = cfg.mtlsEndpoint("token_endpoint", cfg.TokenURL, tokenURL)
 	case method != oauthclient.AuthPrivateKeyJWT:
 	case creds.ClientKeyName != "":
 		auth.Key, err = b.mountSigningKey(ctx, s, "client_key_name", creds.ClientKeyName)
@@ -305,7 +329,7 @@ func (b *backend) baseRequest(ctx context.Context, s logical.Storage, cfg *confi
 		params.Add("resource", r)
 	}
 	return oauthclient.TokenRequest{
-		TokenURL: cfg.tokenEndpoint(),
+		TokenURL: tokenURL,
 		Params:   params,
 		Scopes:   role.Scopes,
 		Auth:     auth,

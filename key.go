@@ -8,10 +8,14 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"slices"
 	"sync"
 	"time"
@@ -30,6 +34,8 @@ const (
 	// minRotationPeriod keeps a schedule from rotating faster than providers re-fetch a JWKS.
 	minRotationPeriod = time.Hour
 	rsaKeyBits        = 2048
+	// selfSignedValidity outlasts any sensible rotation_period; providers do not check it.
+	selfSignedValidity = 10 * 365 * 24 * time.Hour
 )
 
 // keyAlgs are the algorithms a mount key can be generated for.
@@ -56,6 +62,9 @@ type keyVersion struct {
 	KID string `json:"kid"`
 	// Private is the PKCS #8 DER private key; it never leaves storage.
 	Private []byte `json:"private"`
+	// Certificate is a self-signed X.509 certificate (DER) of the key, for
+	// self_signed_tls_client_auth; the JWK carries it as x5c, so that a provider can match it.
+	Certificate []byte `json:"certificate"`
 	// Public is the public JWK, kept so that publishing never parses a private key.
 	Public    json.RawMessage `json:"public"`
 	CreatedAt time.Time       `json:"created_at"`
@@ -143,6 +152,65 @@ func (k *mountKey) signingKey() (*oauthclient.SigningKey, error) {
 	return &oauthclient.SigningKey{Key: priv, Alg: jose.SignatureAlgorithm(k.Alg), KeyID: k.Current.KID}, nil
 }
 
+// certificate is the current key with certPEM, or with its own self-signed certificate when
+// certPEM is empty, for mutual TLS.
+func (k *mountKey) certificate(certPEM string) (*tls.Certificate, error) {
+	priv, err := x509.ParsePKCS8PrivateKey(k.Current.Private)
+	if err != nil {
+		return nil, fmt.Errorf("the stored key does not parse: %w", err)
+	}
+	if certPEM == "" {
+		return &tls.Certificate{Certificate: [][]byte{k.Current.Certificate}, PrivateKey: priv}, nil
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	return parseClientCertificate(certPEM, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), "client_key_name")
+}
+
+// parseClientCertificate pairs a PEM certificate chain with its PEM private key; a key that does
+// not match the certificate blames keyField.
+func parseClientCertificate(certPEM, keyPEM, keyField string) (*tls.Certificate, error) {
+	rest, n := []byte(certPEM), 0
+	for {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); block.Type != "CERTIFICATE" || err != nil {
+			return nil, fieldErrorf("client_cert", "must hold only PEM certificates (the client's first)")
+		}
+		n++
+	}
+	if n == 0 {
+		return nil, fieldErrorf("client_cert", "must be a PEM certificate (chain)")
+	}
+	cert, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		return nil, fieldErrorf(keyField, "is not the private key of client_cert")
+	}
+	return &cert, nil
+}
+
+// selfSignedCertificate certifies priv's public key with priv itself: RFC 8705 §2.2 checks
+// only that the certificate is the one registered, not who issued it or its dates.
+func selfSignedCertificate(priv crypto.Signer, now time.Time) ([]byte, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "vault-plugin-secrets-oauth mount key"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(selfSignedValidity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	return x509.CreateCertificate(rand.Reader, tmpl, tmpl, priv.Public(), priv)
+}
+
 func base64URL(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 func generateKeyVersion(alg string, now time.Time) (keyVersion, error) {
@@ -165,7 +233,15 @@ func generateKeyVersion(alg string, now time.Time) (keyVersion, error) {
 	if err != nil {
 		return keyVersion{}, err
 	}
-	jwk := jose.JSONWebKey{Key: priv.Public(), Algorithm: alg, Use: "sig"}
+	certDER, err := selfSignedCertificate(priv, now)
+	if err != nil {
+		return keyVersion{}, err
+	}
+	cert, err := x509.ParseCertificate(certDER)
+	if err != nil {
+		return keyVersion{}, err
+	}
+	jwk := jose.JSONWebKey{Key: priv.Public(), Algorithm: alg, Use: "sig", Certificates: []*x509.Certificate{cert}}
 	thumb, err := jwk.Thumbprint(crypto.SHA256)
 	if err != nil {
 		return keyVersion{}, err
@@ -175,7 +251,7 @@ func generateKeyVersion(alg string, now time.Time) (keyVersion, error) {
 	if err != nil {
 		return keyVersion{}, err
 	}
-	return keyVersion{KID: jwk.KeyID, Private: der, Public: public, CreatedAt: now}, nil
+	return keyVersion{KID: jwk.KeyID, Private: der, Certificate: certDER, Public: public, CreatedAt: now}, nil
 }
 
 // key returns the mount key of that name, or nil when there is none.

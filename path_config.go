@@ -66,6 +66,7 @@ var configReadFields = map[string]*framework.FieldSchema{
 	"client_key_alg":                        {Type: framework.TypeString, Description: "JWS alg of the default key."},
 	"client_key_kid":                        {Type: framework.TypeString, Description: "kid of the default key."},
 	"client_key_name":                       {Type: framework.TypeString, Description: "Default mount key for private_key_jwt."},
+	"client_cert":                           {Type: framework.TypeString, Description: "Default mTLS client certificate (PEM)."},
 	"client_secret_next_set":                {Type: framework.TypeBool, Description: "Whether a default client_secret_next is set."},
 	"client_secret_promoted_at":             {Type: framework.TypeString, Description: "When client_secret_next last became client_secret."},
 	"refresh_buffer":                        {Type: framework.TypeInt, Description: "Default refresh buffer (seconds)."},

@@ -252,6 +252,7 @@ var roleReadFields = map[string]*framework.FieldSchema{
 	"client_key_alg":            {Type: framework.TypeString, Description: "JWS alg of the role's key."},
 	"client_key_kid":            {Type: framework.TypeString, Description: "kid of the role's key."},
 	"client_key_name":           {Type: framework.TypeString, Description: "Mount key that signs the role's private_key_jwt."},
+	"client_cert":               {Type: framework.TypeString, Description: "The role's mTLS client certificate (PEM)."},
 	"client_secret_next_set":    {Type: framework.TypeBool, Description: "Whether the role sets a client_secret_next."},
 	"client_secret_promoted_at": {Type: framework.TypeString, Description: "When the role's client_secret_next last became its client_secret."},
 	"refresh_buffer":            {Type: framework.TypeInt, Description: "Refresh buffer the role sets (seconds)."},

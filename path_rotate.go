@@ -77,13 +77,16 @@ func (b *backend) revokeOld(ctx context.Context, s logical.Storage, cfg *configE
 	if endpoint == "" || old.remaining(b.now()) == 0 {
 		return false, nil
 	}
-	client, err := b.client(cfg)
-	if err != nil {
-		return false, err
-	}
 	req, err := b.baseRequest(ctx, s, cfg, role)
 	if err != nil {
 		return false, err
+	}
+	client, err := b.clientFor(cfg, req.Auth.Certificate)
+	if err != nil {
+		return false, err
+	}
+	if req.Auth.Certificate != nil {
+		endpoint = cfg.mtlsEndpoint("revocation_endpoint", cfg.RevocationURL, endpoint)
 	}
 	err = client.Revoke(ctx, oauthclient.RevocationRequest{
 		URL:           endpoint,

@@ -50,6 +50,9 @@ type providerClient struct {
 	caPEM   string
 	timeout time.Duration
 	client  *oauthclient.Client
+	// withCerts holds the clients that present a client certificate (mutual TLS), by the
+	// certificate's digest: each has connections of its own.
+	withCerts sync.Map // digest -> *oauthclient.Client
 }
 
 type memoBinding struct {

@@ -22,6 +22,8 @@ type Metadata struct {
 	IntrospectionEndpoint             string   `json:"introspection_endpoint"`
 	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
 	GrantTypesSupported               []string `json:"grant_types_supported"`
+	// MTLSEndpointAliases are the endpoints to use with mutual TLS (RFC 8705 §5).
+	MTLSEndpointAliases map[string]string `json:"mtls_endpoint_aliases,omitempty"`
 }
 
 // Discover fetches the issuer's metadata: OIDC Discovery first, then RFC 8414's well-known URI.

@@ -6,8 +6,11 @@ package testprovider
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -28,7 +31,11 @@ type Client struct {
 	PublicKey any
 	// JWKSURI, instead of PublicKey, is where the client's public keys are fetched (OIDC
 	// Registration §2 jwks_uri): once, and again when an assertion names a kid not in the set.
+	// For self_signed_tls_client_auth, the certificate must be the x5c of one of its keys.
 	JWKSURI string
+	// TLSSubjectDN is the subject a tls_client_auth certificate must have (RFC 8705 §2.1.2);
+	// its chain must lead to the provider's ClientCAs.
+	TLSSubjectDN string
 }
 
 // Issued describes an access token the provider issued.
@@ -61,6 +68,8 @@ type Provider struct {
 	Hold chan struct{}
 	// Intercept, when set, may answer a token request itself (returning true) to inject faults.
 	Intercept func(w http.ResponseWriter, r *http.Request) bool
+	// ClientCAs are the trust anchors of tls_client_auth certificates (NewTLS).
+	ClientCAs *x509.CertPool
 	// RevokeGrantWithAccessToken makes revoking an access token revoke the refresh tokens of its
 	// client and subject too, as RFC 7009 §2.1 allows.
 	RevokeGrantWithAccessToken bool
@@ -78,6 +87,8 @@ type Provider struct {
 	jwksFetches atomic.Int64
 	// Kids lists the kid of every verified client assertion, in order.
 	kids []string
+	// tokenPaths counts token requests by the path they came to.
+	tokenPaths map[string]int
 
 	requests atomic.Int64
 	inFlight atomic.Int64
@@ -96,14 +107,45 @@ func New(t interface{ Cleanup(func()) }) *Provider {
 		refresh:            map[string]refreshGrant{},
 		usedJTIs:           map[string]bool{},
 		jwks:               map[string]*jose.JSONWebKeySet{},
+		tokenPaths:         map[string]int{},
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST /token", p.token)
-	mux.HandleFunc("POST /revoke", p.revoke)
-	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
-	p.Server = httptest.NewServer(mux)
+	p.Server = httptest.NewServer(p.routes())
 	t.Cleanup(p.Close)
 	return p
+}
+
+// NewTLS starts a provider served over TLS that asks clients for a certificate (RFC 8705), and
+// serves its token endpoint also at /mtls/token, which its discovery document does not name
+// until a test sets mtls_endpoint_aliases. Trust it with CertificatePEM.
+func NewTLS(t interface{ Cleanup(func()) }) *Provider {
+	p := New(t)
+	p.Close()
+	p.Server = httptest.NewUnstartedServer(p.routes())
+	p.Server.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+	p.Server.StartTLS()
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *Provider) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /token", p.token)
+	mux.HandleFunc("POST /mtls/token", p.token)
+	mux.HandleFunc("POST /revoke", p.revoke)
+	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
+	return mux
+}
+
+// CertificatePEM is the TLS server's certificate, for ca_pem.
+func (p *Provider) CertificatePEM() string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.Certificate().Raw}))
+}
+
+// TokenRequestsAt is how many token requests came to path.
+func (p *Provider) TokenRequestsAt(path string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tokenPaths[path]
 }
 
 // TokenURL is the token endpoint.
@@ -233,6 +275,9 @@ func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
 
 func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	p.requests.Add(1)
+	p.mu.Lock()
+	p.tokenPaths[r.URL.Path]++
+	p.mu.Unlock()
 	n := p.inFlight.Add(1)
 	defer p.inFlight.Add(-1)
 	for {
