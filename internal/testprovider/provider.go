@@ -121,8 +121,8 @@ func NewTLS(t interface{ Cleanup(func()) }) *Provider {
 	p := New(t)
 	p.Close()
 	p.Server = httptest.NewUnstartedServer(p.routes())
-	p.Server.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
-	p.Server.StartTLS()
+	p.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+	p.StartTLS()
 	t.Cleanup(p.Close)
 	return p
 }
