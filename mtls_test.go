@@ -73,8 +73,7 @@ func tlsConfigured(t *testing.T, p *testprovider.Provider) (*backend, *faultySto
 // tls_client_auth with a CA-issued certificate and its pasted key (RFC 8705 §2.1).
 func TestMTLSClientAuthWithPastedKey(t *testing.T) {
 	pki := newClientPKI(t, "payments")
-	p := testprovider.NewTLS(t)
-	p.ClientCAs = pki.pool
+	p := testprovider.NewTLS(t, pki.pool)
 	p.AddClient(&testprovider.Client{ID: "payments", AuthMethod: "tls_client_auth", TLSSubjectDN: "CN=payments"})
 	b, s := tlsConfigured(t, p)
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{
@@ -100,7 +99,7 @@ func TestMTLSClientAuthWithPastedKey(t *testing.T) {
 func TestMTLSInputIsChecked(t *testing.T) {
 	pki := newClientPKI(t, "payments")
 	other := newClientPKI(t, "payments")
-	p := testprovider.NewTLS(t)
+	p := testprovider.NewTLS(t, nil)
 	b, s := tlsConfigured(t, p)
 	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"auth_method": "tls_client_auth", "client_cert": pki.certPEM, "client_key": other.keyPEM}), "client_key")
 	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"auth_method": "tls_client_auth", "client_cert": "not a certificate", "client_key": pki.keyPEM}), "client_cert")
@@ -112,9 +111,11 @@ func TestMTLSInputIsChecked(t *testing.T) {
 }
 
 // self_signed_tls_client_auth with a mount key: the provider matches the key's self-signed
-// certificate against the x5c of the JWKS it fetches, at the discovered mTLS token endpoint.
+// certificate against the x5c of the JWKS it fetches, at the discovered mTLS token endpoint. The
+// provider lists the CAs it accepts (as one that also does tls_client_auth does); the
+// self-signed certificate is presented all the same.
 func TestMTLSSelfSignedWithMountKey(t *testing.T) {
-	p := testprovider.NewTLS(t)
+	p := testprovider.NewTLS(t, newClientPKI(t, "unrelated").pool)
 	p.SetMetadata(map[string]any{"mtls_endpoint_aliases": map[string]any{"token_endpoint": p.URL + "/mtls/token"}})
 	b, s := tlsConfigured(t, p)
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "keys/tls", map[string]any{"alg": "EdDSA"}))

@@ -96,7 +96,9 @@ func (c *Client) WithCertificate(cert *tls.Certificate) (*Client, error) {
 		return nil, errors.New("this client cannot present a certificate")
 	}
 	transport := base.Clone()
-	transport.TLSClientConfig.Certificates = []tls.Certificate{*cert}
+	// Presented whatever CAs the server lists as acceptable: a self-signed certificate (RFC 8705
+	// §2.2) is never issued by one of them, and crypto/tls would otherwise send none.
+	transport.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	hc := *c.http
 	hc.Transport = acceptJSON{transport}
 	return &Client{http: &hc, now: c.now, cert: cert}, nil

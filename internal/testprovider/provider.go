@@ -68,7 +68,7 @@ type Provider struct {
 	Hold chan struct{}
 	// Intercept, when set, may answer a token request itself (returning true) to inject faults.
 	Intercept func(w http.ResponseWriter, r *http.Request) bool
-	// ClientCAs are the trust anchors of tls_client_auth certificates (NewTLS).
+	// ClientCAs are the trust anchors of tls_client_auth certificates (see NewTLS).
 	ClientCAs *x509.CertPool
 	// RevokeGrantWithAccessToken makes revoking an access token revoke the refresh tokens of its
 	// client and subject too, as RFC 7009 §2.1 allows.
@@ -114,14 +114,16 @@ func New(t interface{ Cleanup(func()) }) *Provider {
 	return p
 }
 
-// NewTLS starts a provider served over TLS that asks clients for a certificate (RFC 8705), and
-// serves its token endpoint also at /mtls/token, which its discovery document does not name
-// until a test sets mtls_endpoint_aliases. Trust it with CertificatePEM.
-func NewTLS(t interface{ Cleanup(func()) }) *Provider {
+// NewTLS starts a provider served over TLS that asks clients for a certificate (RFC 8705),
+// naming clientCAs as the acceptable issuers, and trusting them for tls_client_auth. It serves
+// its token endpoint also at /mtls/token, which its discovery document does not name until a
+// test sets mtls_endpoint_aliases. Trust it with CertificatePEM.
+func NewTLS(t interface{ Cleanup(func()) }, clientCAs *x509.CertPool) *Provider {
 	p := New(t)
 	p.Close()
+	p.ClientCAs = clientCAs
 	p.Server = httptest.NewUnstartedServer(p.routes())
-	p.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, MinVersion: tls.VersionTLS12}
+	p.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, ClientCAs: clientCAs, MinVersion: tls.VersionTLS12}
 	p.StartTLS()
 	t.Cleanup(p.Close)
 	return p

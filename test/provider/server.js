@@ -8,12 +8,14 @@
 import { randomBytes } from 'node:crypto';
 import { renameSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 
 import * as jose from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
 import MapAdapter from './lib/adapter.js';
 import { createClientKeys } from './lib/client_keys.js';
+import * as mtls from './lib/mtls.js';
 import { readEnv } from './lib/env.js';
 import { registerClientCredentials } from './lib/grants/client_credentials.js';
 import { registerJwtBearerGrant } from './lib/grants/jwt_bearer.js';
@@ -31,8 +33,10 @@ function log(message) {
 }
 
 let env;
+let tlsOptions;
 try {
   env = readEnv();
+  tlsOptions = mtls.serverOptions();
 } catch (err) {
   process.stderr.write(`provider: ${err.message}\n`);
   process.exit(2);
@@ -40,7 +44,7 @@ try {
 
 // The issuer embeds the port, which is only known once bound (PORT=0), so bind first and build
 // the provider afterwards; nothing can connect before LISTENING is printed anyway.
-const server = http.createServer();
+const server = tlsOptions ? https.createServer(tlsOptions) : http.createServer();
 try {
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -51,7 +55,7 @@ try {
   process.exit(1);
 }
 const { port } = server.address();
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = `${tlsOptions ? 'https' : 'http'}://127.0.0.1:${port}`;
 
 const supportedScopes = new Set([
   'openid', 'offline_access', 'profile', 'email', 'read', 'write', 'api', 'admin', ...env.extraScopes,
@@ -205,6 +209,7 @@ const configuration = {
   },
 };
 
+if (tlsOptions) mtls.configure(configuration, issuer);
 const provider = new Provider(issuer, configuration);
 clientKeys = createClientKeys(provider);
 
