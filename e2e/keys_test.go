@@ -215,14 +215,14 @@ func startTLSProvider(t *testing.T, clientCA *x509.Certificate) *tlsProvider {
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
-		logFile.Close()
+		_ = logFile.Close()
 	})
 	listening := make(chan string, 1)
 	go func() {
 		scanner := bufio.NewScanner(stdout)
 		for scanner.Scan() {
 			line := scanner.Text()
-			fmt.Fprintln(logFile, line)
+			_, _ = fmt.Fprintln(logFile, line)
 			if rest, ok := strings.CutPrefix(line, "LISTENING "); ok {
 				listening <- rest
 			}
