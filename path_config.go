@@ -173,7 +173,10 @@ with OpenID Connect Discovery (or RFC 8414 metadata), or "token_url" directly; e
 explicitly override discovered ones. URLs must use https unless the host is a loopback address.
 
 client_id, client_secret, auth_method and the client_key fields are defaults for roles that do
-not set their own. Secrets (client_secret, client_key) are write-only: a read shows only whether
+not set their own. client_key_name signs private_key_jwt with a mount key (keys/<name>) instead
+of a pasted client_key; client_cert is the certificate of tls_client_auth; client_secret_next is
+tried when the provider refuses client_secret (invalid_client) and promoted when it works.
+Secrets (client_secret, client_secret_next, client_key) are write-only: a read shows only whether
 they are set. "ca_pem" replaces the system trust roots for requests to the provider, and
 "timeout" bounds each request, response body included.
 `

@@ -271,8 +271,12 @@ A role describes the token request performed when "creds/<name>" is read: the gr
 (client_id, client_secret, auth_method and client_key override the config's defaults), the scopes,
 audience, resource and any extra token_params, and the grant's own inputs.
 
-Secrets (client_secret, client_key, password, refresh_token, assertion_key, secret_token_params)
-are write-only: a read shows whether each is set, never its value. Changing anything that affects
+client_key_name and assertion_key_name sign with a mount key (keys/<name>) instead of a pasted
+key; client_cert is the certificate of tls_client_auth; client_secret_next is tried when the
+provider refuses client_secret (invalid_client) and promoted when it works.
+
+Secrets (client_secret, client_secret_next, client_key, password, refresh_token, assertion_key,
+secret_token_params) are write-only: a read shows whether each is set, never its value. Changing anything that affects
 the token request (not the value of a secret) replaces the cached token at the next read; writing
 a field with the value it already has changes nothing. For the refresh_token grant, the refresh
 token the provider rotates to is kept with the cached token; writing a different refresh_token

@@ -11,8 +11,9 @@ import (
 
 // promoteSecret makes next the client secret of the entry that holds the role's secrets (the
 // role, else the config), provided it still holds current and next: an edit made since the grant
-// read them wins. It reports whether it promoted. Nothing here calls the provider.
-func (b *backend) promoteSecret(ctx context.Context, s logical.Storage, name, current, next string) (bool, error) {
+// read them wins. It returns when it promoted (zero: it did not). Nothing here calls the
+// provider.
+func (b *backend) promoteSecret(ctx context.Context, s logical.Storage, name, current, next string) (time.Time, error) {
 	promoted, ownSecret, err := b.promoteRoleSecret(ctx, s, name, current, next)
 	if err != nil || ownSecret {
 		return promoted, err
@@ -22,48 +23,48 @@ func (b *backend) promoteSecret(ctx context.Context, s logical.Storage, name, cu
 
 // promoteRoleSecret promotes the role's own secret; ownSecret is false when the role takes the
 // config's.
-func (b *backend) promoteRoleSecret(ctx context.Context, s logical.Storage, name, current, next string) (promoted, ownSecret bool, err error) {
+func (b *backend) promoteRoleSecret(ctx context.Context, s logical.Storage, name, current, next string) (promoted time.Time, ownSecret bool, err error) {
 	lock := b.roleLock(name)
 	lock.Lock()
 	defer lock.Unlock()
 	role, err := readEntry[roleEntry](ctx, s, rolePrefix+name)
 	if err != nil || role == nil {
-		return false, true, err
+		return time.Time{}, true, err
 	}
 	if !role.hasCredential() {
-		return false, false, nil
+		return time.Time{}, false, nil
 	}
 	if role.ClientSecret != current || role.ClientSecretNext != next || next == "" {
-		return false, true, nil
+		return time.Time{}, true, nil
 	}
 	updated := *role
 	updated.promote(b.now())
 	if err := putJSON(ctx, s, rolePrefix+name, &updated); err != nil {
-		return false, true, err
+		return time.Time{}, true, err
 	}
 	b.cache.roles.set(name, &updated)
 	b.Logger().Info("client_secret_next promoted to client_secret", "role", name)
-	return true, true, nil
+	return updated.ClientSecretPromotedAt, true, nil
 }
 
-func (b *backend) promoteConfigSecret(ctx context.Context, s logical.Storage, current, next string) (bool, error) {
+func (b *backend) promoteConfigSecret(ctx context.Context, s logical.Storage, current, next string) (time.Time, error) {
 	b.configLock.Lock()
 	defer b.configLock.Unlock()
 	cfg, err := readEntry[configEntry](ctx, s, configPath)
 	if err != nil || cfg == nil {
-		return false, err
+		return time.Time{}, err
 	}
 	if cfg.ClientSecret != current || cfg.ClientSecretNext != next || next == "" {
-		return false, nil
+		return time.Time{}, nil
 	}
 	updated := *cfg
 	updated.promote(b.now())
 	if err := putJSON(ctx, s, configPath, &updated); err != nil {
-		return false, err
+		return time.Time{}, err
 	}
 	b.cache.config.set("", &updated)
 	b.Logger().Info("client_secret_next promoted to client_secret", "entry", "config")
-	return true, nil
+	return updated.ClientSecretPromotedAt, nil
 }
 
 func (c *clientCredentials) promote(now time.Time) {
@@ -138,14 +139,14 @@ func (b *backend) pathRolePromoteSecret(ctx context.Context, req *logical.Reques
 	return b.promoted(promoted, err)
 }
 
-func (b *backend) promoted(promoted bool, err error) (*logical.Response, error) {
+func (b *backend) promoted(at time.Time, err error) (*logical.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !promoted {
+	if at.IsZero() {
 		return errorResponse(fieldErrorf("client_secret_next", "is not set (or was just changed): nothing to promote"))
 	}
-	return &logical.Response{Data: map[string]any{"client_secret_promoted_at": rfc3339(b.now())}}, nil
+	return &logical.Response{Data: map[string]any{"client_secret_promoted_at": rfc3339(at)}}, nil
 }
 
 const pathPromoteSecretHelpSyn = `Make client_secret_next the client secret.`
