@@ -81,64 +81,68 @@ func keyKID(s map[string]any, version string) string {
 // A client registered with jwks_uri at the mount's jwks authenticates with private_key_jwt
 // signed by a key born in Vault, and keeps doing so across rotations.
 func TestKeysPrivateKeyJWTThroughVaultJWKS(t *testing.T) {
-	mount := configuredMount(t)
-	key := mustWrite(t, env.client, mount+"/keys/client", map[string]any{"alg": "ES256"}).Data
-	jwksURI := env.vaultAddr + "/v1/" + mount + "/jwks"
-	kids, header := vaultJWKS(t, mount)
-	if !slices.Equal(kids, []string{keyKID(key, "current"), keyKID(key, "next")}) {
-		t.Fatalf("jwks has %v, want current and next of %v", kids, key)
-	}
-	if ct, cc := header.Get("Content-Type"), header.Get("Cache-Control"); ct != "application/jwk-set+json" || !strings.Contains(cc, "max-age=") {
-		t.Fatalf("jwks headers: Content-Type %q, Cache-Control %q", ct, cc)
-	}
+	for _, alg := range []string{"ES256", "RS256", "PS256", "EdDSA"} {
+		t.Run(alg, func(t *testing.T) {
+			mount := configuredMount(t)
+			key := mustWrite(t, env.client, mount+"/keys/client", map[string]any{"alg": alg}).Data
+			jwksURI := env.vaultAddr + "/v1/" + mount + "/jwks"
+			kids, header := vaultJWKS(t, mount)
+			if !slices.Equal(kids, []string{keyKID(key, "current"), keyKID(key, "next")}) {
+				t.Fatalf("jwks has %v, want current and next of %v", kids, key)
+			}
+			if ct, cc := header.Get("Content-Type"), header.Get("Cache-Control"); ct != "application/jwk-set+json" || !strings.Contains(cc, "max-age=") {
+				t.Fatalf("jwks headers: Content-Type %q, Cache-Control %q", ct, cc)
+			}
 
-	id, _ := registerClient(t, map[string]any{"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": jwksURI})
-	mustWrite(t, env.client, mount+"/roles/app", map[string]any{
-		"client_id": id, "auth_method": "private_key_jwt", "client_key_name": "client", "scopes": "read",
-	})
-	first, _ := readActiveToken(t, env.client, mount+"/creds/app", id)
-	if n := jwksFetches(t, jwksURI); n != 1 {
-		t.Fatalf("the provider fetched the JWKS %d times, want 1", n)
-	}
+			id, _ := registerClient(t, map[string]any{"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": jwksURI})
+			mustWrite(t, env.client, mount+"/roles/app", map[string]any{
+				"client_id": id, "auth_method": "private_key_jwt", "client_key_name": "client", "scopes": "read",
+			})
+			first, _ := readActiveToken(t, env.client, mount+"/creds/app", id)
+			if n := jwksFetches(t, jwksURI); n != 1 {
+				t.Fatalf("the provider fetched the JWKS %d times, want 1", n)
+			}
 
-	// The next key was published before it signs: the provider's cached JWKS knows it.
-	rotated := mustWrite(t, env.client, mount+"/keys/client/rotate", nil).Data
-	if keyKID(rotated, "current") != keyKID(key, "next") {
-		t.Fatalf("rotate: %v", rotated)
-	}
-	if again := mustRead(t, env.client, mount+"/creds/app"); str(again.Data["access_token"]) != str(first.Data["access_token"]) {
-		t.Fatal("a key rotation replaced the cached token")
-	}
-	mustWrite(t, env.client, mount+"/rotate/app", nil)
-	readActiveToken(t, env.client, mount+"/creds/app", id)
-	if n := jwksFetches(t, jwksURI); n != 1 {
-		t.Fatalf("after a publish-ahead rotation the provider fetched the JWKS %d times, want 1", n)
-	}
+			// The next key was published before it signs: the provider's cached JWKS knows it.
+			rotated := mustWrite(t, env.client, mount+"/keys/client/rotate", nil).Data
+			if keyKID(rotated, "current") != keyKID(key, "next") {
+				t.Fatalf("rotate: %v", rotated)
+			}
+			if again := mustRead(t, env.client, mount+"/creds/app"); str(again.Data["access_token"]) != str(first.Data["access_token"]) {
+				t.Fatal("a key rotation replaced the cached token")
+			}
+			mustWrite(t, env.client, mount+"/rotate/app", nil)
+			readActiveToken(t, env.client, mount+"/creds/app", id)
+			if n := jwksFetches(t, jwksURI); n != 1 {
+				t.Fatalf("after a publish-ahead rotation the provider fetched the JWKS %d times, want 1", n)
+			}
 
-	// Once the provider's cache has run out (as max-age makes it), a key it never saw signs: it
-	// fetches the JWKS again and finds the kid.
-	resp, err := httpClient.Post(env.ProviderURL+"/test/clients/"+url.PathEscape(id)+"/jwks-stale", "application/json", nil)
-	must(t, err)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("jwks-stale: %s", resp.Status)
-	}
-	second := mustWrite(t, env.client, mount+"/keys/client/rotate", nil).Data
-	mustWrite(t, env.client, mount+"/rotate/app", nil)
-	readActiveToken(t, env.client, mount+"/creds/app", id)
-	if n := jwksFetches(t, jwksURI); n != 2 {
-		t.Fatalf("the provider fetched the JWKS %d times after its cache ran out, want 2", n)
-	}
-	kids, _ = vaultJWKS(t, mount)
-	for _, kid := range []string{keyKID(key, "current"), keyKID(second, "current"), keyKID(second, "next")} {
-		if !slices.Contains(kids, kid) {
-			t.Fatalf("jwks %v lacks %s (retiring keys stay published)", kids, kid)
-		}
-	}
+			// Once the provider's cache has run out (as max-age makes it), a key it never saw signs: it
+			// fetches the JWKS again and finds the kid.
+			resp, err := httpClient.Post(env.ProviderURL+"/test/clients/"+url.PathEscape(id)+"/jwks-stale", "application/json", nil)
+			must(t, err)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNoContent {
+				t.Fatalf("jwks-stale: %s", resp.Status)
+			}
+			second := mustWrite(t, env.client, mount+"/keys/client/rotate", nil).Data
+			mustWrite(t, env.client, mount+"/rotate/app", nil)
+			readActiveToken(t, env.client, mount+"/creds/app", id)
+			if n := jwksFetches(t, jwksURI); n != 2 {
+				t.Fatalf("the provider fetched the JWKS %d times after its cache ran out, want 2", n)
+			}
+			kids, _ = vaultJWKS(t, mount)
+			for _, kid := range []string{keyKID(key, "current"), keyKID(second, "current"), keyKID(second, "next")} {
+				if !slices.Contains(kids, kid) {
+					t.Fatalf("jwks %v lacks %s (retiring keys stay published)", kids, kid)
+				}
+			}
 
-	// The key cannot go while the role uses it.
-	if code, msg := vaultDelete(t, env.client, mount+"/keys/client"); code != http.StatusBadRequest || !strings.Contains(msg, "role app") {
-		t.Fatalf("delete of a used key: %d %s", code, msg)
+			// The key cannot go while the role uses it.
+			if code, msg := vaultDelete(t, env.client, mount+"/keys/client"); code != http.StatusBadRequest || !strings.Contains(msg, "role app") {
+				t.Fatalf("delete of a used key: %d %s", code, msg)
+			}
+		})
 	}
 }
 
