@@ -320,3 +320,23 @@ func testPEMKey(t testing.TB) string {
 	pemText, _ := ecKeyPEM(t)
 	return pemText
 }
+
+// A role's tokens are bound to the name of its mount key: switching the key obtains a new token.
+func TestKeyNameChangeReplacesToken(t *testing.T) {
+	p := testprovider.New(t)
+	b, s := newTestBackend(t)
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "keys/a", nil))
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "keys/b", nil))
+	p.AddClient(&testprovider.Client{ID: "keyed", AuthMethod: "private_key_jwt", JWKSURI: jwksServer(t, b, s).URL})
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{"token_url": p.TokenURL()}))
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"client_id": "keyed", "auth_method": "private_key_jwt", "client_key_name": "a"}))
+	first := readCreds(t, b, s, "app", nil).Data["access_token"]
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"client_key_name": "b"}))
+	if again := readCreds(t, b, s, "app", nil).Data["access_token"]; again == first {
+		t.Fatal("switching the mount key kept the token obtained with the other")
+	}
+	b2 := mustSucceed(t, request(t, b, s, logical.ReadOperation, "keys/b", nil)).Data
+	if kids := p.AssertionKIDs(); len(kids) != 2 || kids[1] != kidOf(b2["current"]) {
+		t.Fatalf("assertion kids %v", kids)
+	}
+}
