@@ -163,3 +163,46 @@ func TestSecretNextInputIsChecked(t *testing.T) {
 	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/app/promote-secret", nil), "config/promote-secret")
 	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "config/promote-secret", nil), "client_secret_next")
 }
+
+// A config write prepared while a promotion is stored keeps the promotion, unless it sets the
+// secrets itself: then the edit wins.
+func TestSecretConfigWriteRacingPromotion(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		write      map[string]any
+		wantSecret string
+	}{
+		{"an edit of other fields keeps the promotion", map[string]any{"timeout": "20s"}, newSecret},
+		{"an edit of the secret wins", map[string]any{"client_secret": "edited-secret-0123456789abcdef0123"}, "edited-secret-0123456789abcdef0123"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testprovider.New(t)
+			b, s := newTestBackend(t)
+			mustSucceed(t, request(t, b, s, logical.UpdateOperation, "keys/k", nil))
+			mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{
+				"token_url": p.TokenURL(), "client_id": testClientID, "client_secret": oldSecret, "client_secret_next": newSecret, "client_key_name": "k",
+			}))
+			// The write reads the key (not cached) after it has read the config and before it
+			// stores: a grant's promotion lands there.
+			b.cache.keys.drop("k")
+			promoted := false
+			s.onGet = func(key string) {
+				if key == keyPrefix+"k" && !promoted {
+					promoted = true
+					if at, err := b.promoteConfigSecret(context.Background(), s, oldSecret, newSecret); err != nil || at.IsZero() {
+						t.Errorf("promotion: %v %v", at, err)
+					}
+				}
+			}
+			mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", tc.write))
+			s.onGet = nil
+			cfg, _ := readEntry[configEntry](context.Background(), s, configPath)
+			if !promoted || cfg.ClientSecret != tc.wantSecret {
+				t.Fatalf("promoted=%v; the config's secret is not the expected one", promoted)
+			}
+			if tc.wantSecret == newSecret && (cfg.ClientSecretNext != "" || cfg.ClientSecretPromotedAt.IsZero()) {
+				t.Fatal("the write brought back client_secret_next")
+			}
+		})
+	}
+}
