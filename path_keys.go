@@ -1,10 +1,11 @@
 package oauth
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -288,9 +289,7 @@ func (b *backend) pathJWKSRead(ctx context.Context, req *logical.Request, _ *fra
 		return nil, fmt.Errorf("listing keys: %w", err)
 	}
 	now := b.now()
-	set := struct {
-		Keys []json.RawMessage `json:"keys"`
-	}{Keys: []json.RawMessage{}}
+	var keys [][]byte
 	for _, name := range names {
 		k, err := b.key(ctx, req.Storage, name)
 		if err != nil {
@@ -299,13 +298,13 @@ func (b *backend) pathJWKSRead(ctx context.Context, req *logical.Request, _ *fra
 		if k != nil {
 			live := *k
 			live.Retiring = k.pruned(now)
-			set.Keys = append(set.Keys, live.published()...)
+			for _, jwk := range live.published() {
+				keys = append(keys, jwk)
+			}
 		}
 	}
-	body, err := json.Marshal(set)
-	if err != nil {
-		return nil, err
-	}
+	// The JWKs are stored as compact JSON: joined as they are, not re-encoded.
+	body := slices.Concat([]byte(`{"keys":[`), bytes.Join(keys, []byte(",")), []byte(`]}`))
 	return &logical.Response{
 		Data: map[string]any{
 			logical.HTTPStatusCode:  http.StatusOK,
