@@ -175,11 +175,7 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	if err := checkIssuer(d, cfg, fromBrowser); err != nil {
 		return name, nil, err
 	}
-	client, err := b.client(cfg)
-	if err != nil {
-		return name, nil, err
-	}
-	tr, err := baseRequest(cfg, role)
+	client, tr, err := b.tokenClient(ctx, s, cfg, role)
 	if err != nil {
 		return name, nil, err
 	}
