@@ -46,6 +46,12 @@ type backend struct {
 	// callbacks rate-limits failed browser callbacks.
 	callbacks callbackLimiter
 
+	// configLock serialises the config's storage writes with promotions of its client secret.
+	configLock sync.Mutex
+	// keyLocks serialise writes per mount key; keySchedule says when each is next due.
+	keyLocks    sync.Map // name -> *sync.Mutex
+	keySchedule keySchedule
+
 	clock clock
 	// newClient builds the HTTP client for a provider's trust roots and request timeout.
 	newClient func(caPEM string, timeout time.Duration) (*oauthclient.Client, error)
@@ -90,21 +96,22 @@ func newBackend(clk clock, newClient func(caPEM string, timeout time.Duration) (
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configPath, rolePrefix, tokenPrefix, authzPrefix, statePrefix},
-			// The provider sends the browser back here, without a Vault token.
-			Unauthenticated: []string{"callback"},
+			SealWrapStorage: []string{configPath, rolePrefix, tokenPrefix, authzPrefix, statePrefix, keyPrefix},
+			// The provider sends the browser back to callback, and fetches jwks, without a Vault token.
+			Unauthenticated: []string{"callback", "jwks"},
 		},
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
 			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b), pathExchange(b)},
-			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b)},
 			[]*framework.Path{pathAuthorize(b), pathCallback(b), pathDevice(b)},
+			pathKeys(b),
+			pathPromoteSecret(b),
 		),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,
 		InitializeFunc: b.initialize,
-		PeriodicFunc:   b.periodicRefresh,
+		PeriodicFunc:   b.periodic,
 		Clean:          b.clean,
 		RunningVersion: Version,
 	}

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"net/http"
+	"slices"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/helper/testhelpers/schema"
@@ -16,7 +17,7 @@ func TestEveryPathHasHelp(t *testing.T) {
 			t.Errorf("path %s lacks help text", p.Pattern)
 		}
 	}
-	for _, path := range []string{"config", "roles/", "roles/app", "creds/app", "roles/app/status", "rotate/app", "authorize/app", "callback", "device/app"} {
+	for _, path := range []string{"config", "roles/", "roles/app", "creds/app", "roles/app/status", "rotate/app", "authorize/app", "callback", "device/app", "keys/", "keys/k", "keys/k/rotate", "jwks", "config/promote-secret", "roles/app/promote-secret"} {
 		resp := request(t, b, s, logical.HelpOperation, path, nil)
 		if help, _ := resp.Data["help"].(string); help == "" {
 			t.Errorf("vault path-help %s is empty", path)
@@ -27,7 +28,7 @@ func TestEveryPathHasHelp(t *testing.T) {
 func TestStorageIsSealWrapped(t *testing.T) {
 	b, _ := newTestBackend(t)
 	wrapped := b.SpecialPaths().SealWrapStorage
-	for _, key := range []string{configPath, rolePrefix, tokenPrefix, authzPrefix, statePrefix} {
+	for _, key := range []string{configPath, rolePrefix, tokenPrefix, authzPrefix, statePrefix, keyPrefix} {
 		found := false
 		for _, w := range wrapped {
 			found = found || w == key
@@ -64,6 +65,15 @@ func TestOperationsDocumentTheirAnswers(t *testing.T) {
 	check(logical.UpdateOperation, "roles/app", map[string]any{"scopes": "read", "lease": false})
 	check(logical.ReadOperation, "creds/app", nil)
 	check(logical.UpdateOperation, "config", map[string]any{"timeout": 10})
+	check(logical.UpdateOperation, "keys/k", map[string]any{"alg": "ES256"})
+	check(logical.ReadOperation, "keys/k", nil)
+	check(logical.ListOperation, "keys/", nil)
+	check(logical.UpdateOperation, "keys/k/rotate", nil)
+	check(logical.DeleteOperation, "keys/k", nil)
+	check(logical.UpdateOperation, "roles/app", map[string]any{"client_secret": testClientSecret, "client_secret_next": "next-secret"})
+	check(logical.UpdateOperation, "roles/app/promote-secret", nil)
+	check(logical.UpdateOperation, "config", map[string]any{"client_secret_next": "next-secret"})
+	check(logical.UpdateOperation, "config/promote-secret", nil)
 	check(logical.DeleteOperation, "roles/app", nil)
 	check(logical.DeleteOperation, "config", nil)
 }
@@ -94,10 +104,11 @@ func TestDelegatedOperationsDocumentTheirAnswers(t *testing.T) {
 	check(logical.ReadOperation, "roles/dev/status", nil)
 }
 
-// The browser's callback needs no Vault token.
-func TestCallbackIsUnauthenticated(t *testing.T) {
+// The browser's callback and the provider's fetch of the JWKS need no Vault token; nothing else
+// is open.
+func TestOnlyCallbackAndJWKSAreUnauthenticated(t *testing.T) {
 	b, _ := newTestBackend(t)
-	if got := b.SpecialPaths().Unauthenticated; len(got) != 1 || got[0] != "callback" {
+	if got := b.SpecialPaths().Unauthenticated; !slices.Equal(got, []string{"callback", "jwks"}) {
 		t.Fatalf("unauthenticated paths: %v", got)
 	}
 }

@@ -15,6 +15,10 @@ func (c clientCredentials) describe(data map[string]any) {
 	data["client_key_set"] = c.ClientKey != ""
 	data["client_key_alg"] = c.ClientKeyAlg
 	data["client_key_kid"] = c.ClientKeyKID
+	data["client_key_name"] = c.ClientKeyName
+	data["client_cert"] = c.ClientCert
+	data["client_secret_next_set"] = c.ClientSecretNext != ""
+	data["client_secret_promoted_at"] = rfc3339(c.ClientSecretPromotedAt)
 }
 
 func (c *clientCredentials) update(d *framework.FieldData) {
@@ -24,12 +28,26 @@ func (c *clientCredentials) update(d *framework.FieldData) {
 	setString(d, "client_key", &c.ClientKey)
 	setString(d, "client_key_alg", &c.ClientKeyAlg)
 	setString(d, "client_key_kid", &c.ClientKeyKID)
+	setString(d, "client_key_name", &c.ClientKeyName)
+	setString(d, "client_cert", &c.ClientCert)
+	setString(d, "client_secret_next", &c.ClientSecretNext)
 }
 
 func (c clientCredentials) validate() error {
-	for field, v := range map[string]string{"client_id": c.ClientID, "client_secret": c.ClientSecret, "client_key_alg": c.ClientKeyAlg, "client_key_kid": c.ClientKeyKID} {
+	for field, v := range map[string]string{"client_id": c.ClientID, "client_secret": c.ClientSecret, "client_secret_next": c.ClientSecretNext, "client_key_alg": c.ClientKeyAlg, "client_key_kid": c.ClientKeyKID, "client_key_name": c.ClientKeyName} {
 		if err := validateLength(field, v, maxFieldBytes); err != nil {
 			return err
+		}
+	}
+	if c.ClientSecretNext != "" && c.ClientSecret == "" {
+		return fieldErrorf("client_secret_next", "follows a client_secret; set client_secret (the current one) too")
+	}
+	if c.ClientKeyName != "" {
+		if c.ClientKey != "" {
+			return fieldErrorf("client_key_name", "and client_key both give the private_key_jwt key; set one of them (write the other as \"\")")
+		}
+		if c.ClientKeyAlg != "" || c.ClientKeyKID != "" {
+			return fieldErrorf("client_key_name", "names a mount key, which has its own alg and kid: client_key_alg and client_key_kid apply only to client_key")
 		}
 	}
 	if c.AuthMethod != "" {
@@ -42,7 +60,25 @@ func (c clientCredentials) validate() error {
 			return err
 		}
 	}
+	if c.ClientCert != "" {
+		if err := validateLength("client_cert", c.ClientCert, maxPEMBytes); err != nil {
+			return err
+		}
+		keyPEM := c.ClientKey
+		if keyPEM == "" {
+			// Checked against the mount key when it is used; here only the certificate.
+			keyPEM = "-"
+		}
+		if _, err := parseClientCertificate(c.ClientCert, keyPEM, "client_key"); err != nil && (c.ClientKey != "" || isField(err, "client_cert")) {
+			return err
+		}
+	}
 	return nil
+}
+
+func isField(err error, field string) bool {
+	var fe *fieldError
+	return errors.As(err, &fe) && fe.field == field
 }
 
 // signingKey parses the private_key_jwt key; its errors name client_key or client_key_alg.
@@ -103,9 +139,19 @@ func (c clientCredentials) canUse(method string) bool {
 	case oauthclient.AuthClientSecretBasic, oauthclient.AuthClientSecretPost, oauthclient.AuthClientSecretJWT:
 		return c.ClientSecret != ""
 	case oauthclient.AuthPrivateKeyJWT:
-		return c.ClientKey != ""
+		return c.ClientKey != "" || c.ClientKeyName != ""
+	case oauthclient.AuthTLSClientAuth:
+		return c.ClientCert != "" && (c.ClientKey != "" || c.ClientKeyName != "")
+	case oauthclient.AuthSelfSignedTLSClientAuth:
+		return c.ClientKeyName != "" || (c.ClientCert != "" && c.ClientKey != "")
 	}
-	return c.ClientSecret == "" && c.ClientKey == ""
+	return !c.hasCredential()
+}
+
+// hasCredential reports whether a secret or a key is set: a role that has one uses none of the
+// config's.
+func (c clientCredentials) hasCredential() bool {
+	return c.ClientSecret != "" || c.ClientKey != "" || c.ClientKeyName != "" || c.ClientCert != ""
 }
 
 // effectiveCredentials merges the role's client settings over the config's.
@@ -114,16 +160,12 @@ func (r *roleEntry) effectiveCredentials(cfg *configEntry) clientCredentials {
 	if cfg == nil {
 		return out
 	}
-	if out.ClientID == "" {
-		out.ClientID = cfg.ClientID
+	if !out.hasCredential() {
+		out = cfg.clientCredentials
+		out.ClientID, out.AuthMethod = r.ClientID, r.AuthMethod
 	}
-	if out.ClientSecret == "" && out.ClientKey == "" {
-		out.ClientSecret = cfg.ClientSecret
-		out.ClientKey, out.ClientKeyAlg, out.ClientKeyKID = cfg.ClientKey, cfg.ClientKeyAlg, cfg.ClientKeyKID
-	}
-	if out.AuthMethod == "" {
-		out.AuthMethod = cfg.AuthMethod
-	}
+	out.ClientID = firstNonEmpty(out.ClientID, cfg.ClientID)
+	out.AuthMethod = firstNonEmpty(out.AuthMethod, cfg.AuthMethod)
 	return out
 }
 
@@ -140,8 +182,22 @@ func (r *roleEntry) validateClientAuth(cfg *configEntry) error {
 			return fieldErrorf("client_secret", "auth_method %s needs a client_secret (on the role or the config)", creds.AuthMethod)
 		}
 	case "private_key_jwt":
+		if creds.ClientKeyName != "" {
+			break
+		}
 		if _, err := creds.signingKey(); err != nil {
 			return err
+		}
+	case oauthclient.AuthTLSClientAuth:
+		if creds.ClientCert == "" {
+			return fieldErrorf("client_cert", "auth_method tls_client_auth needs the client's certificate")
+		}
+		if creds.ClientKey == "" && creds.ClientKeyName == "" {
+			return fieldErrorf("client_key", "auth_method tls_client_auth needs the certificate's private key (client_key, or a mount key as client_key_name)")
+		}
+	case oauthclient.AuthSelfSignedTLSClientAuth:
+		if !creds.canUse(creds.AuthMethod) {
+			return fieldErrorf("client_key_name", "auth_method self_signed_tls_client_auth needs a mount key (client_key_name), whose self-signed certificate is used, or client_cert with client_key")
 		}
 	}
 	if creds.AuthMethod == "client_secret_jwt" && len(creds.ClientSecret) < 32 {

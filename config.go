@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"crypto/tls"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -45,10 +46,20 @@ type configEntry struct {
 type clientCredentials struct {
 	ClientID     string `json:"client_id,omitempty"`
 	ClientSecret string `json:"client_secret,omitempty"`
-	AuthMethod   string `json:"auth_method,omitempty"`
-	ClientKey    string `json:"client_key,omitempty"`
-	ClientKeyAlg string `json:"client_key_alg,omitempty"`
-	ClientKeyKID string `json:"client_key_kid,omitempty"`
+	// ClientSecretNext is tried when the provider refuses ClientSecret (invalid_client), and
+	// replaces it once the provider takes it.
+	ClientSecretNext string `json:"client_secret_next,omitempty"`
+	// ClientSecretPromotedAt is when ClientSecretNext last replaced ClientSecret.
+	ClientSecretPromotedAt time.Time `json:"client_secret_promoted_at"`
+	AuthMethod             string    `json:"auth_method,omitempty"`
+	ClientKey              string    `json:"client_key,omitempty"`
+	ClientKeyAlg           string    `json:"client_key_alg,omitempty"`
+	ClientKeyKID           string    `json:"client_key_kid,omitempty"`
+	// ClientKeyName names a mount key that signs private_key_jwt instead of ClientKey.
+	ClientKeyName string `json:"client_key_name,omitempty"`
+	// ClientCert is the PEM certificate (chain) of mutual TLS client authentication, whose key
+	// is ClientKey or the mount key ClientKeyName.
+	ClientCert string `json:"client_cert,omitempty"`
 }
 
 func (c *configEntry) tokenEndpoint() string {
@@ -71,6 +82,15 @@ func (c *configEntry) authorizationEndpoint() string {
 
 func (c *configEntry) deviceAuthorizationEndpoint() string {
 	return firstNonEmpty(c.DeviceAuthURL, c.discovered().DeviceAuthorizationEndpoint)
+}
+
+// mtlsEndpoint is the mutual-TLS alias (RFC 8705 §5) of a discovered endpoint, when the provider
+// has one and the endpoint was not given explicitly.
+func (c *configEntry) mtlsEndpoint(name, given, endpoint string) string {
+	if alias := c.discovered().MTLSEndpointAliases[name]; alias != "" && given == "" {
+		return alias
+	}
+	return endpoint
 }
 
 func (c *configEntry) discovered() oauthclient.Metadata {
@@ -140,7 +160,8 @@ func (b *backend) discover(ctx context.Context, cfg *configEntry) error {
 		return fieldErrorf("issuer", "%v", err)
 	}
 	for field, u := range map[string]string{"token_endpoint": md.TokenEndpoint, "revocation_endpoint": md.RevocationEndpoint,
-		"authorization_endpoint": md.AuthorizationEndpoint, "device_authorization_endpoint": md.DeviceAuthorizationEndpoint} {
+		"authorization_endpoint": md.AuthorizationEndpoint, "device_authorization_endpoint": md.DeviceAuthorizationEndpoint,
+		"mtls_endpoint_aliases.token_endpoint": md.MTLSEndpointAliases["token_endpoint"], "mtls_endpoint_aliases.revocation_endpoint": md.MTLSEndpointAliases["revocation_endpoint"]} {
 		if err := validateEndpointURL(field, u); err != nil {
 			return fieldErrorf("issuer", "discovered %v", err)
 		}
@@ -151,13 +172,48 @@ func (b *backend) discover(ctx context.Context, cfg *configEntry) error {
 
 // client returns the HTTP client for cfg's trust roots and timeout, built once for each.
 func (b *backend) client(cfg *configEntry) (*oauthclient.Client, error) {
+	pc, err := b.providerClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return pc.client, nil
+}
+
+func (b *backend) providerClient(cfg *configEntry) (*providerClient, error) {
 	if c := b.cache.client.Load(); c != nil && c.caPEM == cfg.CAPEM && c.timeout == cfg.Timeout {
-		return c.client, nil
+		return c, nil
 	}
 	c, err := b.newClient(cfg.CAPEM, cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	b.cache.client.Store(&providerClient{caPEM: cfg.CAPEM, timeout: cfg.Timeout, client: c})
+	pc := &providerClient{caPEM: cfg.CAPEM, timeout: cfg.Timeout, client: c}
+	b.cache.client.Store(pc)
+	return pc, nil
+}
+
+// clientFor is the HTTP client for cfg that presents cert (none: the plain one), built once for
+// each certificate.
+func (b *backend) clientFor(cfg *configEntry, cert *tls.Certificate) (*oauthclient.Client, error) {
+	pc, err := b.providerClient(cfg)
+	if err != nil || cert == nil {
+		return pc.clientOrNil(), err
+	}
+	key := digest(string(cert.Certificate[0]))
+	if c, ok := pc.withCerts.Load(key); ok {
+		return c.(*oauthclient.Client), nil
+	}
+	c, err := pc.client.WithCertificate(cert)
+	if err != nil {
+		return nil, err
+	}
+	pc.withCerts.Store(key, c)
 	return c, nil
+}
+
+func (pc *providerClient) clientOrNil() *oauthclient.Client {
+	if pc == nil {
+		return nil
+	}
+	return pc.client
 }

@@ -196,12 +196,12 @@ func TestDevicePollOnlyWhereWriteSafe(t *testing.T) {
 		t.Fatal(err)
 	}
 	initialize(t, standby, e.s)
-	if err := standby.periodicRefresh(context.Background(), &logical.Request{Storage: e.s}); err != nil {
+	if err := standby.periodic(context.Background(), &logical.Request{Storage: e.s}); err != nil {
 		t.Fatal(err)
 	}
 	e.advance(t, 5*time.Second, 0, "pending", "")
 
-	if err := e.b.periodicRefresh(context.Background(), &logical.Request{Storage: e.s}); err != nil {
+	if err := e.b.periodic(context.Background(), &logical.Request{Storage: e.s}); err != nil {
 		t.Fatal(err)
 	}
 	e.advance(t, 0, 1, "authorized", "")

@@ -34,7 +34,7 @@ const namePattern = `(?P<name>[^/]+)`
 var roleNameRegex = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$`)
 
 // secretFields are write-only and never echoed, not even in an error.
-var secretFields = []string{"client_secret", "client_key", "password", "refresh_token", "assertion_key", "subject_token", "code", "state"}
+var secretFields = []string{"client_secret", "client_secret_next", "client_key", "password", "refresh_token", "assertion_key", "subject_token", "code", "state"}
 
 // secretPairsField holds key=value pairs whose values are secrets.
 const secretPairsField = "secret_token_params"
@@ -222,10 +222,13 @@ func firstNonEmpty(values ...string) string {
 func addClientFields(fields map[string]*framework.FieldSchema, scope string) {
 	fields["client_id"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": OAuth client ID."}
 	fields["client_secret"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": OAuth client secret. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}}
-	fields["auth_method"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": client authentication at the token endpoint: client_secret_basic, client_secret_post, client_secret_jwt, private_key_jwt or none. Chosen from the provider's metadata when unset."}
+	fields["auth_method"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": client authentication at the token endpoint: client_secret_basic, client_secret_post, client_secret_jwt, private_key_jwt, tls_client_auth, self_signed_tls_client_auth or none. Chosen from the provider's metadata when unset."}
 	fields["client_key"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": PEM private key (RSA or EC) for private_key_jwt. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}}
 	fields["client_key_alg"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": JWS alg for private_key_jwt; defaults from the key (RS256, ES256)."}
 	fields["client_key_kid"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": JWS kid header for private_key_jwt."}
+	fields["client_cert"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": PEM client certificate (chain) for tls_client_auth (RFC 8705), whose private key is client_key or the mount key client_key_name; self_signed_tls_client_auth with a mount key needs none (the key's self-signed certificate is used)."}
+	fields["client_key_name"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": mount key (keys/<name>) that signs private_key_jwt, instead of client_key; the JWT carries its kid."}
+	fields["client_secret_next"] = &framework.FieldSchema{Type: framework.TypeString, Description: scope + ": the client secret that follows client_secret: tried when the provider refuses client_secret as invalid_client, and promoted to client_secret once it works. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}}
 }
 
 func addRefreshFields(fields map[string]*framework.FieldSchema) {

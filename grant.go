@@ -2,10 +2,12 @@ package oauth
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -62,6 +64,8 @@ type grantRequest struct {
 	// exchange holds the token exchange grant's subject and actor tokens.
 	exchange exchangeInputs
 	now      time.Time
+	// mountKey is the current signing key of a mount key; its errors name field.
+	mountKey func(field, name string) (*oauthclient.SigningKey, error)
 }
 
 // grantOutcome is what one shared grant produced for all the readers waiting on it.
@@ -176,7 +180,7 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 		bd = chained(b.cache.binding(name, role, cfg), in)
 	}
 	sent := time.Now()
-	tok, err := b.requestToken(ctx, name, cfg, role, bd, current, in)
+	tok, err := b.requestToken(ctx, s, name, cfg, role, bd, current, in)
 	if nae := (*notAuthorizedError)(nil); errors.As(err, &nae) {
 		// Nothing was asked of the provider: the role waits for a person, as its status shows.
 		return grantOutcome{err: err}
@@ -247,19 +251,66 @@ func (b *backend) failed(ctx context.Context, s logical.Storage, name, grantBind
 }
 
 // requestToken performs the role's grant with the refresh token it may use (and, for a token
-// exchange, the subject and actor tokens in).
-func (b *backend) requestToken(ctx context.Context, name string, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry, in exchangeInputs) (*oauthclient.Token, error) {
-	client, err := b.client(cfg)
-	if err != nil {
-		return nil, err
+// exchange, the subject and actor tokens in). When the provider
+// refuses the client secret (invalid_client) and a client_secret_next is set, the grant is tried
+// once more with that one, which is promoted if the provider takes it.
+func (b *backend) requestToken(ctx context.Context, s logical.Storage, name string, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry, in exchangeInputs) (*oauthclient.Token, error) {
+	attempt := func(secret string) (*oauthclient.Token, string, error) {
+		client, req, err := b.tokenClient(ctx, s, cfg, role)
+		if err != nil {
+			return nil, "", err
+		}
+		if secret != "" {
+			req.Auth.ClientSecret = secret
+		}
+		g := &grantRequest{client: client, req: req, name: name, role: role, exchange: in, now: b.now(), mountKey: func(field, key string) (*oauthclient.SigningKey, error) {
+			return b.mountSigningKey(ctx, s, field, key)
+		}}
+		g.refreshToken, g.stranded = current.refreshTokenFor(bd)
+		tok, err := grantFlows[role.GrantType].request(ctx, g)
+		return tok, req.Auth.Method, err
 	}
-	req, err := baseRequest(cfg, role)
-	if err != nil {
-		return nil, err
+	tok, method, err := attempt("")
+	creds := role.effectiveCredentials(cfg)
+	if err == nil || creds.ClientSecretNext == "" || !isInvalidClient(err) || !slices.Contains(secretAuthMethods, method) {
+		return tok, err
 	}
-	g := &grantRequest{client: client, req: req, name: name, role: role, exchange: in, now: b.now()}
-	g.refreshToken, g.stranded = current.refreshTokenFor(bd)
-	return grantFlows[role.GrantType].request(ctx, g)
+	tok, _, nextErr := attempt(creds.ClientSecretNext)
+	if nextErr != nil {
+		return nil, fmt.Errorf("%w (client_secret_next was tried too: %v)", err, nextErr)
+	}
+	if _, err := b.promoteSecret(ctx, s, name, creds.ClientSecret, creds.ClientSecretNext); err != nil {
+		// The token is good; the promotion is tried again by the next grant that needs it.
+		b.Logger().Warn("promoting client_secret_next failed", "role", name, "error", err)
+	}
+	return tok, nil
+}
+
+// clientCertificate is the mutual TLS certificate and key: a mount key with client_cert or its own
+// self-signed certificate, else client_cert with client_key.
+func (b *backend) clientCertificate(ctx context.Context, s logical.Storage, creds clientCredentials) (*tls.Certificate, error) {
+	if creds.ClientKeyName != "" {
+		k, err := b.key(ctx, s, creds.ClientKeyName)
+		if err != nil {
+			return nil, err
+		}
+		if k == nil {
+			return nil, fieldErrorf("client_key_name", "mount key %q does not exist", clipInput(creds.ClientKeyName))
+		}
+		return k.certificate(creds.ClientCert)
+	}
+	if creds.ClientCert == "" {
+		return nil, fieldErrorf("client_cert", "mutual TLS client authentication needs the client's certificate")
+	}
+	return parseClientCertificate(creds.ClientCert, creds.ClientKey, "client_key")
+}
+
+// secretAuthMethods send (or sign with) the client secret.
+var secretAuthMethods = []string{oauthclient.AuthClientSecretBasic, oauthclient.AuthClientSecretPost, oauthclient.AuthClientSecretJWT}
+
+func isInvalidClient(err error) bool {
+	var oe *oauthclient.Error
+	return errors.As(err, &oe) && oe.Code == "invalid_client"
 }
 
 func isInvalidGrant(err error) bool {
@@ -267,19 +318,39 @@ func isInvalidGrant(err error) bool {
 	return errors.As(err, &oe) && oe.InvalidGrant()
 }
 
+// tokenClient is the role's base request and the client that sends it, which presents the role's
+// certificate when it authenticates with mutual TLS.
+func (b *backend) tokenClient(ctx context.Context, s logical.Storage, cfg *configEntry, role *roleEntry) (*oauthclient.Client, oauthclient.TokenRequest, error) {
+	req, err := b.baseRequest(ctx, s, cfg, role)
+	if err != nil {
+		return nil, req, err
+	}
+	client, err := b.clientFor(cfg, req.Auth.Certificate)
+	return client, req, err
+}
+
 // baseRequest is the token request common to every grant: endpoint, client authentication,
 // scopes and extra parameters.
-func baseRequest(cfg *configEntry, role *roleEntry) (oauthclient.TokenRequest, error) {
+func (b *backend) baseRequest(ctx context.Context, s logical.Storage, cfg *configEntry, role *roleEntry) (oauthclient.TokenRequest, error) {
 	creds := role.effectiveCredentials(cfg)
 	method, err := chooseAuthMethod(creds, cfg)
 	if err != nil {
 		return oauthclient.TokenRequest{}, err
 	}
 	auth := oauthclient.ClientAuth{Method: method, ClientID: creds.ClientID, ClientSecret: creds.ClientSecret}
-	if method == oauthclient.AuthPrivateKeyJWT {
-		if auth.Key, err = creds.signingKey(); err != nil {
-			return oauthclient.TokenRequest{}, err
-		}
+	tokenURL := cfg.tokenEndpoint()
+	switch {
+	case oauthclient.IsMTLS(method):
+		auth.Certificate, err = b.clientCertificate(ctx, s, creds)
+		tokenURL = cfg.mtlsEndpoint("token_endpoint", cfg.TokenURL, tokenURL)
+	case method != oauthclient.AuthPrivateKeyJWT:
+	case creds.ClientKeyName != "":
+		auth.Key, err = b.mountSigningKey(ctx, s, "client_key_name", creds.ClientKeyName)
+	default:
+		auth.Key, err = creds.signingKey()
+	}
+	if err != nil {
+		return oauthclient.TokenRequest{}, err
 	}
 	params := url.Values{}
 	for _, p := range []map[string]string{role.TokenParams, role.SecretTokenParams} {
@@ -294,7 +365,7 @@ func baseRequest(cfg *configEntry, role *roleEntry) (oauthclient.TokenRequest, e
 		params.Add("resource", r)
 	}
 	return oauthclient.TokenRequest{
-		TokenURL: cfg.tokenEndpoint(),
+		TokenURL: tokenURL,
 		Params:   params,
 		Scopes:   role.Scopes,
 		Auth:     auth,

@@ -10,14 +10,22 @@ import (
 // jwtBearerFlow is RFC 7523 §2.1: a JWT signed with a key held in Vault is the grant.
 var jwtBearerFlow = grantFlow{
 	validate: func(r *roleEntry, cfg *configEntry) error {
-		if r.AssertionKey == "" {
-			return fieldErrorf("assertion_key", "the jwt_bearer grant needs a key to sign the assertion")
-		}
-		if err := validateLength("assertion_key", r.AssertionKey, maxPEMBytes); err != nil {
-			return err
-		}
-		if _, err := parseKeyField("assertion_key", "assertion_alg", r.AssertionKey, r.AssertionAlg, r.AssertionKID, false); err != nil {
-			return err
+		switch {
+		case r.AssertionKey != "" && r.AssertionKeyName != "":
+			return fieldErrorf("assertion_key_name", "and assertion_key both give the key that signs the assertion; set one of them (write the other as \"\")")
+		case r.AssertionKeyName != "":
+			if r.AssertionAlg != "" || r.AssertionKID != "" {
+				return fieldErrorf("assertion_key_name", "names a mount key, which has its own alg and kid: assertion_alg and assertion_kid apply only to assertion_key")
+			}
+		case r.AssertionKey == "":
+			return fieldErrorf("assertion_key", "the jwt_bearer grant needs a key to sign the assertion (or assertion_key_name, a mount key)")
+		default:
+			if err := validateLength("assertion_key", r.AssertionKey, maxPEMBytes); err != nil {
+				return err
+			}
+			if _, err := parseKeyField("assertion_key", "assertion_alg", r.AssertionKey, r.AssertionAlg, r.AssertionKID, false); err != nil {
+				return err
+			}
 		}
 		if r.AssertionTTL <= 0 || r.AssertionTTL > maxAssertionTTL {
 			return fieldErrorf("assertion_ttl", "must be more than 0 and at most %s", maxAssertionTTL)
@@ -28,7 +36,11 @@ var jwtBearerFlow = grantFlow{
 		return nil
 	},
 	request: func(ctx context.Context, g *grantRequest) (*oauthclient.Token, error) {
-		assertion, err := signAssertion(g.role, g.req, g.now)
+		key, err := assertionKey(g)
+		if err != nil {
+			return nil, err
+		}
+		assertion, err := signAssertion(key, g.role, g.req, g.now)
 		if err != nil {
 			return nil, err
 		}
@@ -38,13 +50,18 @@ var jwtBearerFlow = grantFlow{
 	},
 }
 
+// assertionKey is the key that signs the role's assertions: a mount key's current one, or the
+// pasted assertion_key.
+func assertionKey(g *grantRequest) (*oauthclient.SigningKey, error) {
+	if name := g.role.AssertionKeyName; name != "" {
+		return g.mountKey("assertion_key_name", name)
+	}
+	return parseKeyField("assertion_key", "assertion_alg", g.role.AssertionKey, g.role.AssertionAlg, g.role.AssertionKID, false)
+}
+
 // signAssertion builds the assertion: iss and sub default to the client ID and aud to the token
 // endpoint.
-func signAssertion(role *roleEntry, req oauthclient.TokenRequest, now time.Time) (string, error) {
-	key, err := parseKeyField("assertion_key", "assertion_alg", role.AssertionKey, role.AssertionAlg, role.AssertionKID, false)
-	if err != nil {
-		return "", err
-	}
+func signAssertion(key *oauthclient.SigningKey, role *roleEntry, req oauthclient.TokenRequest, now time.Time) (string, error) {
 	claims := oauthclient.Claims{
 		Issuer:   firstNonEmpty(role.AssertionIssuer, req.Auth.ClientID),
 		Subject:  firstNonEmpty(role.AssertionSubject, req.Auth.ClientID),

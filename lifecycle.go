@@ -23,6 +23,9 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 	if err := b.resumeDevicePolls(ctx, req.Storage); err != nil {
 		return err
 	}
+	if err := b.buildKeySchedule(ctx, req.Storage); err != nil {
+		return err
+	}
 	// Vault's first periodic call comes a minute after the mount starts: on a new leader, or
 	// after a plugin reload, what falls due before then is refreshed now, as a tick would.
 	b.refresher.passes.Add(1)
@@ -45,6 +48,10 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		b.cache.roles.drop(strings.TrimPrefix(key, rolePrefix))
 		b.exchanges.clear()
 		b.recheck(strings.TrimPrefix(key, rolePrefix))
+	case strings.HasPrefix(key, keyPrefix):
+		// The next tick reads the key again and reschedules it.
+		b.cache.keys.drop(strings.TrimPrefix(key, keyPrefix))
+		b.keySchedule.set(strings.TrimPrefix(key, keyPrefix), b.now())
 	case strings.HasPrefix(key, tokenPrefix):
 		b.cache.tokens.drop(strings.TrimPrefix(key, tokenPrefix))
 		b.recheck(strings.TrimPrefix(key, tokenPrefix))

@@ -191,11 +191,7 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	if err := checkIssuer(d, cfg, get || c.formPost); err != nil {
 		return c, err
 	}
-	client, err := b.client(cfg)
-	if err != nil {
-		return c, err
-	}
-	tr, err := baseRequest(cfg, role)
+	client, tr, err := b.tokenClient(ctx, s, cfg, role)
 	if err != nil {
 		return c, err
 	}

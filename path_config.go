@@ -67,6 +67,10 @@ var configReadFields = map[string]*framework.FieldSchema{
 	"client_key_set":                        {Type: framework.TypeBool, Description: "Whether a default private_key_jwt key is set."},
 	"client_key_alg":                        {Type: framework.TypeString, Description: "JWS alg of the default key."},
 	"client_key_kid":                        {Type: framework.TypeString, Description: "kid of the default key."},
+	"client_key_name":                       {Type: framework.TypeString, Description: "Default mount key for private_key_jwt."},
+	"client_cert":                           {Type: framework.TypeString, Description: "Default mTLS client certificate (PEM)."},
+	"client_secret_next_set":                {Type: framework.TypeBool, Description: "Whether a default client_secret_next is set."},
+	"client_secret_promoted_at":             {Type: framework.TypeString, Description: "When client_secret_next last became client_secret."},
 	"refresh_buffer":                        {Type: framework.TypeInt, Description: "Default refresh buffer (seconds)."},
 	"refresh_fraction":                      {Type: framework.TypeFloat, Description: "Default refresh fraction of a token's lifetime."},
 }
@@ -136,6 +140,16 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 			warnings = append(warnings, err.Error())
 		}
 	}
+	if err := b.checkKeyNames(ctx, req.Storage, map[string]string{"client_key_name": cfg.ClientKeyName}); err != nil {
+		return errorResponse(err)
+	}
+	b.configLock.Lock()
+	defer b.configLock.Unlock()
+	stored, err := readEntry[configEntry](ctx, req.Storage, configPath)
+	if err != nil {
+		return nil, err
+	}
+	keepPromotion(cfg, old, stored, d)
 	if err := putJSON(ctx, req.Storage, configPath, cfg); err != nil {
 		return nil, err
 	}
@@ -164,7 +178,10 @@ with OpenID Connect Discovery (or RFC 8414 metadata), or "token_url" directly; e
 explicitly override discovered ones. URLs must use https unless the host is a loopback address.
 
 client_id, client_secret, auth_method and the client_key fields are defaults for roles that do
-not set their own. Secrets (client_secret, client_key) are write-only: a read shows only whether
+not set their own. client_key_name signs private_key_jwt with a mount key (keys/<name>) instead
+of a pasted client_key; client_cert is the certificate of tls_client_auth; client_secret_next is
+tried when the provider refuses client_secret (invalid_client) and promoted when it works.
+Secrets (client_secret, client_secret_next, client_key) are write-only: a read shows only whether
 they are set. "ca_pem" replaces the system trust roots for requests to the provider, and
 "timeout" bounds each request, response body included.
 `

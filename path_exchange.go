@@ -102,7 +102,7 @@ func (b *backend) exchange(ctx context.Context, s logical.Storage, name string, 
 	}
 	now := b.now()
 	sent := time.Now()
-	tok, err := b.requestToken(ctx, name, cfg, role, bd, nil, in)
+	tok, err := b.requestToken(ctx, s, name, cfg, role, bd, nil, in)
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
 	if err != nil {
 		return nil, err

@@ -23,6 +23,7 @@ func pathRoles(b *backend) []*framework.Path {
 		"password":             {Type: framework.TypeString, Description: "password grant: the resource owner's password. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 		"refresh_token":        {Type: framework.TypeString, Description: "refresh_token grant: the refresh token to import. Replaced by each rotation. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 		"assertion_key":        {Type: framework.TypeString, Description: "jwt_bearer grant: PEM private key (RSA, EC) or HMAC shared secret that signs the assertion. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		"assertion_key_name":   {Type: framework.TypeString, Description: "jwt_bearer grant: mount key (keys/<name>) that signs the assertion, instead of assertion_key; the JWT carries its kid."},
 		"assertion_alg":        {Type: framework.TypeString, Description: "jwt_bearer grant: JWS alg; defaults from the key (RS256, ES256, HS256)."},
 		"assertion_kid":        {Type: framework.TypeString, Description: "jwt_bearer grant: JWS kid header."},
 		"assertion_issuer":     {Type: framework.TypeString, Description: "jwt_bearer grant: iss claim; defaults to the client ID."},
@@ -112,6 +113,7 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"password_set":             role.Password != "",
 		"refresh_token_set":        role.RefreshToken != "",
 		"assertion_key_set":        role.AssertionKey != "",
+		"assertion_key_name":       role.AssertionKeyName,
 		"assertion_alg":            role.AssertionAlg,
 		"assertion_kid":            role.AssertionKID,
 		"assertion_issuer":         role.AssertionIssuer,
@@ -169,6 +171,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return errorResponse(err)
 	}
 	if err := b.checkChain(ctx, req.Storage, name, role); err != nil {
+		return errorResponse(err)
+	}
+	if err := b.checkKeyNames(ctx, req.Storage, map[string]string{"client_key_name": role.ClientKeyName, "assertion_key_name": role.AssertionKeyName}); err != nil {
 		return errorResponse(err)
 	}
 	if old == nil {
@@ -255,40 +260,45 @@ func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *f
 
 // roleReadFields is what a role read answers.
 var roleReadFields = map[string]*framework.FieldSchema{
-	"grant_type":               {Type: framework.TypeString, Description: "Grant the role performs."},
-	"scopes":                   {Type: framework.TypeStringSlice, Description: "Scopes requested."},
-	"audience":                 {Type: framework.TypeString, Description: "audience parameter."},
-	"resource":                 {Type: framework.TypeStringSlice, Description: "RFC 8707 resource indicators."},
-	"token_params":             {Type: framework.TypeKVPairs, Description: "Extra token request parameters."},
-	"secret_token_param_names": {Type: framework.TypeStringSlice, Description: "Names of the secret token request parameters."},
-	"username":                 {Type: framework.TypeString, Description: "password grant: username."},
-	"password_set":             {Type: framework.TypeBool, Description: "Whether a password is set."},
-	"refresh_token_set":        {Type: framework.TypeBool, Description: "Whether a refresh token was imported."},
-	"assertion_key_set":        {Type: framework.TypeBool, Description: "Whether an assertion key is set."},
-	"assertion_alg":            {Type: framework.TypeString, Description: "Assertion JWS alg."},
-	"assertion_kid":            {Type: framework.TypeString, Description: "Assertion kid."},
-	"assertion_issuer":         {Type: framework.TypeString, Description: "Assertion iss."},
-	"assertion_subject":        {Type: framework.TypeString, Description: "Assertion sub."},
-	"assertion_audience":       {Type: framework.TypeString, Description: "Assertion aud."},
-	"assertion_ttl":            {Type: framework.TypeInt, Description: "Assertion lifetime (seconds)."},
-	"assertion_claims":         {Type: framework.TypeMap, Description: "Extra assertion claims."},
-	"subject_role":             {Type: framework.TypeString, Description: "token_exchange: the role whose token is the subject token (empty: the reader's, at exchange/<name>)."},
-	"actor_role":               {Type: framework.TypeString, Description: "token_exchange: the role whose token is the actor token."},
-	"requested_token_type":     {Type: framework.TypeString, Description: "token_exchange: the token type asked for (empty: access token)."},
-	"redirect_uri":             {Type: framework.TypeString, Description: "authorization_code grant: redirect URI (empty: the config's)."},
-	"auth_params":              {Type: framework.TypeKVPairs, Description: "authorization_code grant: extra authorization request parameters."},
-	"response_mode":            {Type: framework.TypeString, Description: "authorization_code grant: query or form_post."},
-	"default_ttl":              {Type: framework.TypeInt, Description: "Lifetime assumed without expires_in (seconds)."},
-	"max_ttl":                  {Type: framework.TypeInt, Description: "Upper bound on a creds lease (seconds)."},
-	"lease":                    {Type: framework.TypeBool, Description: "Whether creds answers are leases; null: the config's default."},
-	"client_id":                {Type: framework.TypeString, Description: "Client ID overriding the config's."},
-	"client_secret_set":        {Type: framework.TypeBool, Description: "Whether the role sets a client secret."},
-	"auth_method":              {Type: framework.TypeString, Description: "Client authentication overriding the config's."},
-	"client_key_set":           {Type: framework.TypeBool, Description: "Whether the role sets a private_key_jwt key."},
-	"client_key_alg":           {Type: framework.TypeString, Description: "JWS alg of the role's key."},
-	"client_key_kid":           {Type: framework.TypeString, Description: "kid of the role's key."},
-	"refresh_buffer":           {Type: framework.TypeInt, Description: "Refresh buffer the role sets (seconds)."},
-	"refresh_fraction":         {Type: framework.TypeFloat, Description: "Refresh fraction the role sets."},
+	"grant_type":                {Type: framework.TypeString, Description: "Grant the role performs."},
+	"scopes":                    {Type: framework.TypeStringSlice, Description: "Scopes requested."},
+	"audience":                  {Type: framework.TypeString, Description: "audience parameter."},
+	"resource":                  {Type: framework.TypeStringSlice, Description: "RFC 8707 resource indicators."},
+	"token_params":              {Type: framework.TypeKVPairs, Description: "Extra token request parameters."},
+	"secret_token_param_names":  {Type: framework.TypeStringSlice, Description: "Names of the secret token request parameters."},
+	"username":                  {Type: framework.TypeString, Description: "password grant: username."},
+	"password_set":              {Type: framework.TypeBool, Description: "Whether a password is set."},
+	"refresh_token_set":         {Type: framework.TypeBool, Description: "Whether a refresh token was imported."},
+	"assertion_key_set":         {Type: framework.TypeBool, Description: "Whether an assertion key is set."},
+	"assertion_key_name":        {Type: framework.TypeString, Description: "Mount key that signs the assertion."},
+	"assertion_alg":             {Type: framework.TypeString, Description: "Assertion JWS alg."},
+	"assertion_kid":             {Type: framework.TypeString, Description: "Assertion kid."},
+	"assertion_issuer":          {Type: framework.TypeString, Description: "Assertion iss."},
+	"assertion_subject":         {Type: framework.TypeString, Description: "Assertion sub."},
+	"assertion_audience":        {Type: framework.TypeString, Description: "Assertion aud."},
+	"assertion_ttl":             {Type: framework.TypeInt, Description: "Assertion lifetime (seconds)."},
+	"assertion_claims":          {Type: framework.TypeMap, Description: "Extra assertion claims."},
+	"subject_role":              {Type: framework.TypeString, Description: "token_exchange: the role whose token is the subject token (empty: the reader's, at exchange/<name>)."},
+	"actor_role":                {Type: framework.TypeString, Description: "token_exchange: the role whose token is the actor token."},
+	"requested_token_type":      {Type: framework.TypeString, Description: "token_exchange: the token type asked for (empty: access token)."},
+	"redirect_uri":              {Type: framework.TypeString, Description: "authorization_code grant: redirect URI (empty: the config's)."},
+	"auth_params":               {Type: framework.TypeKVPairs, Description: "authorization_code grant: extra authorization request parameters."},
+	"response_mode":             {Type: framework.TypeString, Description: "authorization_code grant: query or form_post."},
+	"default_ttl":               {Type: framework.TypeInt, Description: "Lifetime assumed without expires_in (seconds)."},
+	"max_ttl":                   {Type: framework.TypeInt, Description: "Upper bound on a creds lease (seconds)."},
+	"lease":                     {Type: framework.TypeBool, Description: "Whether creds answers are leases; null: the config's default."},
+	"client_id":                 {Type: framework.TypeString, Description: "Client ID overriding the config's."},
+	"client_secret_set":         {Type: framework.TypeBool, Description: "Whether the role sets a client secret."},
+	"auth_method":               {Type: framework.TypeString, Description: "Client authentication overriding the config's."},
+	"client_key_set":            {Type: framework.TypeBool, Description: "Whether the role sets a private_key_jwt key."},
+	"client_key_alg":            {Type: framework.TypeString, Description: "JWS alg of the role's key."},
+	"client_key_kid":            {Type: framework.TypeString, Description: "kid of the role's key."},
+	"client_key_name":           {Type: framework.TypeString, Description: "Mount key that signs the role's private_key_jwt."},
+	"client_cert":               {Type: framework.TypeString, Description: "The role's mTLS client certificate (PEM)."},
+	"client_secret_next_set":    {Type: framework.TypeBool, Description: "Whether the role sets a client_secret_next."},
+	"client_secret_promoted_at": {Type: framework.TypeString, Description: "When the role's client_secret_next last became its client_secret."},
+	"refresh_buffer":            {Type: framework.TypeInt, Description: "Refresh buffer the role sets (seconds)."},
+	"refresh_fraction":          {Type: framework.TypeFloat, Description: "Refresh fraction the role sets."},
 }
 
 const pathRolesListHelpSyn = `List the roles.`
@@ -304,8 +314,12 @@ which a person authorizes once through "authorize/<name>" or "device/<name>"), t
 (client_id, client_secret, auth_method and client_key override the config's defaults), the scopes,
 audience, resource and any extra token_params, and the grant's own inputs.
 
-Secrets (client_secret, client_key, password, refresh_token, assertion_key, secret_token_params)
-are write-only: a read shows whether each is set, never its value. Changing anything that affects
+client_key_name and assertion_key_name sign with a mount key (keys/<name>) instead of a pasted
+key; client_cert is the certificate of tls_client_auth; client_secret_next is tried when the
+provider refuses client_secret (invalid_client) and promoted when it works.
+
+Secrets (client_secret, client_secret_next, client_key, password, refresh_token, assertion_key,
+secret_token_params) are write-only: a read shows whether each is set, never its value. Changing anything that affects
 the token request (not the value of a secret) replaces the cached token at the next read; writing
 a field with the value it already has changes nothing. For the refresh_token grant, the refresh
 token the provider rotates to is kept with the cached token; writing a different refresh_token

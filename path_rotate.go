@@ -63,7 +63,7 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 	revoked := false
 	switch {
 	case asked && revoke.(bool), !asked && out.token.RefreshToken == "":
-		if revoked, err = b.revokeOld(ctx, cfg, role, old); err != nil {
+		if revoked, err = b.revokeOld(ctx, req.Storage, cfg, role, old); err != nil {
 			resp.AddWarning(fmt.Sprintf("the new token is stored, but revoking the previous one at the provider failed: %v", err))
 		}
 	case !asked && old.remaining(b.now()) > 0 && cfg.revocationEndpoint() != "":
@@ -76,18 +76,21 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 
 // revokeOld revokes the replaced access token (RFC 7009) when the provider has a revocation
 // endpoint and the token has not expired anyway. It reports whether it did.
-func (b *backend) revokeOld(ctx context.Context, cfg *configEntry, role *roleEntry, old *tokenEntry) (bool, error) {
+func (b *backend) revokeOld(ctx context.Context, s logical.Storage, cfg *configEntry, role *roleEntry, old *tokenEntry) (bool, error) {
 	endpoint := cfg.revocationEndpoint()
 	if endpoint == "" || old.remaining(b.now()) == 0 {
 		return false, nil
 	}
-	client, err := b.client(cfg)
+	req, err := b.baseRequest(ctx, s, cfg, role)
 	if err != nil {
 		return false, err
 	}
-	req, err := baseRequest(cfg, role)
+	client, err := b.clientFor(cfg, req.Auth.Certificate)
 	if err != nil {
 		return false, err
+	}
+	if req.Auth.Certificate != nil {
+		endpoint = cfg.mtlsEndpoint("revocation_endpoint", cfg.RevocationURL, endpoint)
 	}
 	err = client.Revoke(ctx, oauthclient.RevocationRequest{
 		URL:           endpoint,

@@ -86,6 +86,8 @@ func (b *backend) roleStatus(ctx context.Context, s logical.Storage, name string
 		"consecutive_failures": tok.ConsecutiveFailures,
 		"grants":               tok.Grants,
 		"failures":             tok.Failures,
+		// The secret rotation of the role's client, whether the role or the config holds it.
+		"client_secret_promoted_at": rfc3339(role.effectiveCredentials(cfg).ClientSecretPromotedAt),
 	}
 	if tok.AccessToken != "" {
 		data["expires_at"] = rfc3339(tok.ExpiresAt)
@@ -99,20 +101,21 @@ func (b *backend) roleStatus(ctx context.Context, s logical.Storage, name string
 
 // statusFields is what a status read answers.
 var statusFields = map[string]*framework.FieldSchema{
-	"expires_at":           {Type: framework.TypeString, Description: "When the cached token expires (RFC 3339)."},
-	"expires_in":           {Type: framework.TypeInt, Description: "Seconds the cached token has left."},
-	"last_refresh":         {Type: framework.TypeString, Description: "When the cached token was obtained."},
-	"next_refresh":         {Type: framework.TypeString, Description: "When the refresher next replaces it (empty: replaced on read)."},
-	"last_error":           {Type: framework.TypeString, Description: "The last failure, without secrets."},
-	"last_error_at":        {Type: framework.TypeString, Description: "When it happened."},
-	"consecutive_failures": {Type: framework.TypeInt, Description: "Failures since the last success."},
-	"grants":               {Type: framework.TypeInt, Description: "Tokens obtained so far."},
-	"failures":             {Type: framework.TypeInt, Description: "Failed attempts so far."},
-	"authorization":        {Type: framework.TypeString, Description: "authorization_code and device_code roles: pending, authorized, expired or denied (device)."},
-	"authorized_at":        {Type: framework.TypeString, Description: "When a person last authorized the role (RFC 3339)."},
-	"sub":                  {Type: framework.TypeString, Description: "The sub of the ID token the authorization gave, if any."},
-	"last_poll":            {Type: framework.TypeString, Description: "device_code roles: the last poll's result (authorization_pending, slow_down, access_denied, expired_token, or an error)."},
-	"last_poll_at":         {Type: framework.TypeString, Description: "When the plugin last polled (RFC 3339)."},
+	"expires_at":                {Type: framework.TypeString, Description: "When the cached token expires (RFC 3339)."},
+	"expires_in":                {Type: framework.TypeInt, Description: "Seconds the cached token has left."},
+	"last_refresh":              {Type: framework.TypeString, Description: "When the cached token was obtained."},
+	"next_refresh":              {Type: framework.TypeString, Description: "When the refresher next replaces it (empty: replaced on read)."},
+	"last_error":                {Type: framework.TypeString, Description: "The last failure, without secrets."},
+	"last_error_at":             {Type: framework.TypeString, Description: "When it happened."},
+	"consecutive_failures":      {Type: framework.TypeInt, Description: "Failures since the last success."},
+	"grants":                    {Type: framework.TypeInt, Description: "Tokens obtained so far."},
+	"failures":                  {Type: framework.TypeInt, Description: "Failed attempts so far."},
+	"client_secret_promoted_at": {Type: framework.TypeString, Description: "When the client's client_secret_next last became its client_secret (empty: never)."},
+	"authorization":             {Type: framework.TypeString, Description: "authorization_code and device_code roles: pending, authorized, expired or denied (device)."},
+	"authorized_at":             {Type: framework.TypeString, Description: "When a person last authorized the role (RFC 3339)."},
+	"sub":                       {Type: framework.TypeString, Description: "The sub of the ID token the authorization gave, if any."},
+	"last_poll":                 {Type: framework.TypeString, Description: "device_code roles: the last poll's result (authorization_pending, slow_down, access_denied, expired_token, or an error)."},
+	"last_poll_at":              {Type: framework.TypeString, Description: "When the plugin last polled (RFC 3339)."},
 }
 
 const pathRoleStatusHelpSyn = `Read the refresh state of a role's token.`

@@ -33,15 +33,16 @@ func TestStatusReportsTokenAndSchedule(t *testing.T) {
 	tok := e.token(t, "app")
 	plan := planRefresh("app", tok, refreshPolicy{RefreshFraction: 0.5})
 	want := map[string]any{
-		"expires_at":           creds.Data["expires_at"],
-		"expires_in":           int64(50 * 60),
-		"last_refresh":         rfc3339(tok.ObtainedAt),
-		"next_refresh":         rfc3339(plan.at),
-		"last_error":           "",
-		"last_error_at":        "",
-		"consecutive_failures": 0,
-		"grants":               int64(1),
-		"failures":             int64(0),
+		"expires_at":                creds.Data["expires_at"],
+		"expires_in":                int64(50 * 60),
+		"last_refresh":              rfc3339(tok.ObtainedAt),
+		"next_refresh":              rfc3339(plan.at),
+		"last_error":                "",
+		"last_error_at":             "",
+		"consecutive_failures":      0,
+		"grants":                    int64(1),
+		"failures":                  int64(0),
+		"client_secret_promoted_at": "",
 	}
 	for k, v := range want {
 		if status[k] != v {

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -239,15 +240,17 @@ func (b *backend) roleState(ctx context.Context, s logical.Storage, name string)
 	return role, tok, cfg, nil
 }
 
-// periodicRefresh is the backend's PeriodicFunc, which Vault calls about once a minute.
-func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) error {
+// periodic is the backend's PeriodicFunc, which Vault calls about once a minute: it refreshes
+// tokens and rotates mount keys, each on its own schedule.
+func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 	if !b.WriteSafeReplicationState() {
 		return nil
 	}
 	if err := b.resumeDevicePolls(ctx, req.Storage); err != nil {
 		b.Logger().Warn("resuming device flows failed; the next tick tries again", "error", err)
 	}
-	return b.refreshDue(ctx, req.Storage)
+	keysErr := b.maintainKeys(ctx, req.Storage)
+	return errors.Join(b.refreshDue(ctx, req.Storage), keysErr)
 }
 
 // refreshDue refreshes, with at most max_concurrent_refreshes requests at once, every role due

@@ -67,7 +67,9 @@ type roleEntry struct {
 
 // assertionSettings build the RFC 7523 assertion of the jwt_bearer grant.
 type assertionSettings struct {
-	AssertionKey      string         `json:"assertion_key,omitempty"`
+	AssertionKey string `json:"assertion_key,omitempty"`
+	// AssertionKeyName names a mount key that signs the assertion instead of AssertionKey.
+	AssertionKeyName  string         `json:"assertion_key_name,omitempty"`
 	AssertionAlg      string         `json:"assertion_alg,omitempty"`
 	AssertionKID      string         `json:"assertion_kid,omitempty"`
 	AssertionIssuer   string         `json:"assertion_issuer,omitempty"`
@@ -98,6 +100,7 @@ func (r *roleEntry) update(d *framework.FieldData) error {
 	setString(d, "password", &r.Password)
 	setString(d, "refresh_token", &r.RefreshToken)
 	setString(d, "assertion_key", &r.AssertionKey)
+	setString(d, "assertion_key_name", &r.AssertionKeyName)
 	setString(d, "assertion_alg", &r.AssertionAlg)
 	setString(d, "assertion_kid", &r.AssertionKID)
 	setString(d, "assertion_issuer", &r.AssertionIssuer)
@@ -195,7 +198,7 @@ func (r *roleEntry) validate(cfg *configEntry) error {
 			return fieldErrorf("scopes", "%q is not a valid scope (RFC 6749 §3.3: printable ASCII without spaces, quotes or backslashes)", clipInput(s))
 		}
 	}
-	for field, v := range map[string]string{"audience": r.Audience, "username": r.Username, "password": r.Password, "refresh_token": r.RefreshToken, "assertion_issuer": r.AssertionIssuer, "assertion_subject": r.AssertionSubject, "assertion_audience": r.AssertionAudience, "assertion_kid": r.AssertionKID} {
+	for field, v := range map[string]string{"audience": r.Audience, "username": r.Username, "password": r.Password, "refresh_token": r.RefreshToken, "assertion_issuer": r.AssertionIssuer, "assertion_subject": r.AssertionSubject, "assertion_audience": r.AssertionAudience, "assertion_kid": r.AssertionKID, "assertion_key_name": r.AssertionKeyName} {
 		if err := validateLength(field, v, maxFieldBytes); err != nil {
 			return err
 		}

@@ -13,7 +13,7 @@ import (
 	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
 )
 
-// Storage layout. All three hold secrets and are seal-wrapped.
+// Storage layout (and keyPrefix). All hold secrets and are seal-wrapped.
 const (
 	configPath   = "config"
 	rolePrefix   = "roles/"
@@ -28,6 +28,7 @@ type entryCache struct {
 	config cachedEntries[configEntry]
 	roles  cachedEntries[roleEntry]
 	tokens cachedEntries[tokenEntry]
+	keys   cachedEntries[mountKey]
 	// client is the HTTP client for one (ca_pem, timeout): a config write that changes neither
 	// keeps its connections.
 	client atomic.Pointer[providerClient]
@@ -41,6 +42,7 @@ func newEntryCache() *entryCache {
 		config: cachedEntries[configEntry]{prefix: configPath},
 		roles:  cachedEntries[roleEntry]{prefix: rolePrefix},
 		tokens: cachedEntries[tokenEntry]{prefix: tokenPrefix},
+		keys:   cachedEntries[mountKey]{prefix: keyPrefix},
 	}
 }
 
@@ -48,6 +50,9 @@ type providerClient struct {
 	caPEM   string
 	timeout time.Duration
 	client  *oauthclient.Client
+	// withCerts holds the clients that present a client certificate (mutual TLS), by the
+	// certificate's digest: each has connections of its own.
+	withCerts sync.Map // digest -> *oauthclient.Client
 }
 
 type memoBinding struct {

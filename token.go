@@ -113,7 +113,8 @@ func bindingOf(role *roleEntry, cfg *configEntry) tokenBinding {
 	creds := role.effectiveCredentials(cfg)
 	grant := *role
 	grant.entryFormat = entryFormat{}
-	grant.clientCredentials = clientCredentials{ClientID: creds.ClientID, AuthMethod: creds.AuthMethod}
+	// A mount key's name binds the token, its rotations do not: the key stays the client's.
+	grant.clientCredentials = clientCredentials{ClientID: creds.ClientID, AuthMethod: creds.AuthMethod, ClientKeyName: creds.ClientKeyName}
 	grant.Password, grant.AssertionKey = "", ""
 	grant.RefreshToken = digest(role.RefreshToken)
 	grant.SecretTokenParams = nil

@@ -1,6 +1,7 @@
 package oauthclient
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/url"
 	"time"
@@ -16,11 +17,19 @@ const (
 	AuthClientSecretJWT   = "client_secret_jwt"
 	AuthPrivateKeyJWT     = "private_key_jwt"
 	AuthNone              = "none"
+	// RFC 8705 §2: mutual TLS with a PKI certificate or a self-signed one.
+	AuthTLSClientAuth           = "tls_client_auth"
+	AuthSelfSignedTLSClientAuth = "self_signed_tls_client_auth"
 )
 
 // AuthMethods lists the supported methods, in the order of preference used when choosing from a
 // provider's token_endpoint_auth_methods_supported.
-var AuthMethods = []string{AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT, AuthClientSecretJWT, AuthNone}
+var AuthMethods = []string{AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT, AuthTLSClientAuth, AuthSelfSignedTLSClientAuth, AuthClientSecretJWT, AuthNone}
+
+// IsMTLS reports whether method authenticates the client with its TLS certificate.
+func IsMTLS(method string) bool {
+	return method == AuthTLSClientAuth || method == AuthSelfSignedTLSClientAuth
+}
 
 // clientAssertionType is RFC 7523 §2.2's client_assertion_type.
 const clientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -35,6 +44,9 @@ type ClientAuth struct {
 	ClientSecret string
 	// Key signs private_key_jwt assertions.
 	Key *SigningKey
+	// Certificate is the mTLS client certificate; the request must go through a Client made by
+	// WithCertificate with it.
+	Certificate *tls.Certificate
 }
 
 func (a ClientAuth) style() oauth2.AuthStyle {

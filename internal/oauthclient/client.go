@@ -3,6 +3,7 @@
 package oauthclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -54,10 +55,12 @@ type Token struct {
 	IssuedTokenType string
 }
 
-// Client sends token requests with one HTTP client (its TLS roots and timeout).
+// Client sends token requests with one HTTP client (its TLS roots and timeout, and the client
+// certificate it presents, if any).
 type Client struct {
 	http *http.Client
 	now  func() time.Time
+	cert *tls.Certificate
 }
 
 // NewClient returns a Client whose requests trust only caPEM when it is set (else the system
@@ -82,6 +85,26 @@ func NewClient(caPEM string, timeout time.Duration) (*Client, error) {
 		},
 		now: time.Now,
 	}, nil
+}
+
+// WithCertificate returns a client like c that presents cert in its TLS handshakes (RFC 8705
+// mutual TLS client authentication), with connections of its own.
+func (c *Client) WithCertificate(cert *tls.Certificate) (*Client, error) {
+	aj, ok := c.http.Transport.(acceptJSON)
+	if !ok {
+		return nil, errors.New("this client cannot present a certificate")
+	}
+	base, ok := aj.next.(*http.Transport)
+	if !ok {
+		return nil, errors.New("this client cannot present a certificate")
+	}
+	transport := base.Clone()
+	// Presented whatever CAs the server lists as acceptable: a self-signed certificate (RFC 8705
+	// §2.2) is never issued by one of them, and crypto/tls would otherwise send none.
+	transport.TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	hc := *c.http
+	hc.Transport = acceptJSON{transport}
+	return &Client{http: &hc, now: c.now, cert: cert}, nil
 }
 
 // ParseCAPEM returns the pool of the PEM certificates in caPEM; an error when there are none.
@@ -111,6 +134,9 @@ func (c *Client) Exchange(ctx context.Context, req TokenRequest) (*Token, error)
 	// clientcredentials.Config lets grant_type be overridden, which makes it a generic token
 	// request with x/oauth2's response and error parsing.
 	params.Set("grant_type", req.GrantType)
+	if req.Auth.Certificate != nil && (c.cert == nil || !bytes.Equal(c.cert.Certificate[0], req.Auth.Certificate.Certificate[0])) {
+		return nil, &Error{Cause: "mutual TLS client authentication needs the client made for its certificate"}
+	}
 	authParams, err := req.Auth.params(req.TokenURL, c.now())
 	if err != nil {
 		return nil, &Error{Cause: err.Error()}

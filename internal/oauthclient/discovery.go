@@ -26,6 +26,8 @@ type Metadata struct {
 	// AuthorizationResponseIssParameterSupported promises an iss in every authorization
 	// response (RFC 9207 §3).
 	AuthorizationResponseIssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
+	// MTLSEndpointAliases are the endpoints to use with mutual TLS (RFC 8705 §5).
+	MTLSEndpointAliases map[string]string `json:"mtls_endpoint_aliases,omitempty"`
 }
 
 // Discover fetches the issuer's metadata: OIDC Discovery first, then RFC 8414's well-known URI.

@@ -2,6 +2,8 @@ package testprovider
 
 import (
 	"crypto/subtle"
+	"crypto/x509"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -11,7 +13,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
-var signatureAlgs = []jose.SignatureAlgorithm{jose.HS256, jose.HS384, jose.HS512, jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.ES256, jose.ES384, jose.ES512}
+var signatureAlgs = []jose.SignatureAlgorithm{jose.HS256, jose.HS384, jose.HS512, jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.ES256, jose.ES384, jose.ES512, jose.EdDSA}
 
 // authenticate identifies the client by the one method the request uses and checks that it is
 // the method the client registered (RFC 6749 §2.3, RFC 7523 §2.2).
@@ -43,9 +45,53 @@ func (p *Provider) authenticate(r *http.Request) (*Client, *oauthError) {
 		if c == nil {
 			return nil, &oauthError{"invalid_client", "unknown client"}
 		}
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			return p.mtlsClient(c, r.TLS.PeerCertificates)
+		}
 		return p.checkMethod(c, "none")
 	}
 	return nil, &oauthError{"invalid_client", "no client authentication"}
+}
+
+// mtlsClient authenticates the client by its TLS certificate (RFC 8705 §2): a certificate of
+// the registered subject that chains to ClientCAs, or a self-signed one the client registered.
+func (p *Provider) mtlsClient(c *Client, chain []*x509.Certificate) (*Client, *oauthError) {
+	switch c.AuthMethod {
+	case "tls_client_auth":
+		intermediates := x509.NewCertPool()
+		for _, ic := range chain[1:] {
+			intermediates.AddCert(ic)
+		}
+		_, err := chain[0].Verify(x509.VerifyOptions{Roots: p.ClientCAs, Intermediates: intermediates, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if p.ClientCAs == nil || err != nil || chain[0].Subject.String() != c.TLSSubjectDN {
+			return nil, &oauthError{"invalid_client", "client certificate is not trusted for this client"}
+		}
+		return c, nil
+	case "self_signed_tls_client_auth":
+		if !p.registeredCertificate(c, chain[0]) {
+			return nil, &oauthError{"invalid_client", "unregistered client certificate provided"}
+		}
+		return c, nil
+	}
+	return p.checkMethod(c, "tls_client_auth")
+}
+
+// registeredCertificate looks for cert among the x5c of the client's JWKS, fetched again once
+// when it is not there.
+func (p *Provider) registeredCertificate(c *Client, cert *x509.Certificate) bool {
+	find := func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if set := p.jwks[c.ID]; set != nil {
+			for _, k := range set.Keys {
+				if len(k.Certificates) > 0 && k.Certificates[0].Equal(cert) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return find() || (p.fetchJWKS(c) && find())
 }
 
 func (p *Provider) checkMethod(c *Client, used string) (*Client, *oauthError) {
@@ -86,6 +132,9 @@ func (p *Provider) assertionClient(r *http.Request) (*Client, *oauthError) {
 	if _, oerr := p.checkMethod(c, method); oerr != nil {
 		return nil, oerr
 	}
+	if method == "private_key_jwt" && c.JWKSURI != "" {
+		key = p.clientKey(c, tok.Headers[0])
+	}
 	claims, oerr := p.verify(tok, key, "invalid_client")
 	if oerr != nil {
 		return nil, oerr
@@ -93,7 +142,54 @@ func (p *Provider) assertionClient(r *http.Request) (*Client, *oauthError) {
 	if claims.Subject != c.ID {
 		return nil, &oauthError{"invalid_client", "client assertion sub must be the client_id"}
 	}
+	p.mu.Lock()
+	p.kids = append(p.kids, tok.Headers[0].KeyID)
+	p.mu.Unlock()
 	return c, nil
+}
+
+// clientKey finds the assertion's kid (and alg) in the client's key set, fetching the set when it
+// is not cached or lacks the kid. Nil when no key fits.
+func (p *Provider) clientKey(c *Client, h jose.Header) any {
+	find := func() any {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		set := p.jwks[c.ID]
+		if set == nil {
+			return nil
+		}
+		for _, k := range set.Key(h.KeyID) {
+			if k.Algorithm == "" || k.Algorithm == h.Algorithm {
+				return k.Key
+			}
+		}
+		return nil
+	}
+	if key := find(); key != nil || !p.fetchJWKS(c) {
+		return key
+	}
+	return find()
+}
+
+// fetchJWKS fetches the client's key set into the cache and reports whether it could.
+func (p *Provider) fetchJWKS(c *Client) bool {
+	if c.JWKSURI == "" {
+		return false
+	}
+	p.jwksFetches.Add(1)
+	resp, err := http.Get(c.JWKSURI)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var set jose.JSONWebKeySet
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&set) != nil {
+		return false
+	}
+	p.mu.Lock()
+	p.jwks[c.ID] = &set
+	p.mu.Unlock()
+	return true
 }
 
 // jwtBearerGrant verifies an RFC 7523 §2.1 authorization grant assertion whose issuer is a

@@ -8,8 +8,11 @@ package testprovider
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -17,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 // Client is a registered client.
@@ -28,6 +33,13 @@ type Client struct {
 	PublicKey any
 	// RedirectURIs are the registered redirect URIs, matched exactly.
 	RedirectURIs []string
+	// JWKSURI, instead of PublicKey, is where the client's public keys are fetched (OIDC
+	// Registration §2 jwks_uri): once, and again when an assertion names a kid not in the set.
+	// For self_signed_tls_client_auth, the certificate must be the x5c of one of its keys.
+	JWKSURI string
+	// TLSSubjectDN is the subject a tls_client_auth certificate must have (RFC 8705 §2.1.2);
+	// its chain must lead to the provider's ClientCAs.
+	TLSSubjectDN string
 }
 
 // Issued describes an access token the provider issued.
@@ -63,6 +75,8 @@ type Provider struct {
 	// Intercept, when set, may answer a token or device authorization request itself (returning
 	// true) to inject faults.
 	Intercept func(w http.ResponseWriter, r *http.Request) bool
+	// ClientCAs are the trust anchors of tls_client_auth certificates (see NewTLS).
+	ClientCAs *x509.CertPool
 	// RevokeGrantWithAccessToken makes revoking an access token revoke the refresh tokens of its
 	// client and subject too, as RFC 7009 §2.1 allows.
 	RevokeGrantWithAccessToken bool
@@ -92,6 +106,14 @@ type Provider struct {
 
 	exchanges atomic.Int64
 
+	// jwks caches each client's fetched key set.
+	jwks        map[string]*jose.JSONWebKeySet
+	jwksFetches atomic.Int64
+	// Kids lists the kid of every verified client assertion, in order.
+	kids []string
+	// tokenPaths counts token requests by the path they came to.
+	tokenPaths map[string]int
+
 	requests atomic.Int64
 	inFlight atomic.Int64
 	peak     atomic.Int64
@@ -113,16 +135,50 @@ func New(t interface{ Cleanup(func()) }) *Provider {
 		AuthorizeSubject:   "alice",
 		DeviceInterval:     5 * time.Second,
 		DeviceTTL:          10 * time.Minute,
+		jwks:               map[string]*jose.JSONWebKeySet{},
+		tokenPaths:         map[string]int{},
 	}
+	p.Server = httptest.NewServer(p.routes())
+	t.Cleanup(p.Close)
+	return p
+}
+
+// NewTLS starts a provider served over TLS that asks clients for a certificate (RFC 8705),
+// naming clientCAs as the acceptable issuers, and trusting them for tls_client_auth. It serves
+// its token endpoint also at /mtls/token, which its discovery document does not name until a
+// test sets mtls_endpoint_aliases. Trust it with CertificatePEM.
+func NewTLS(t interface{ Cleanup(func()) }, clientCAs *x509.CertPool) *Provider {
+	p := New(t)
+	p.Close()
+	p.ClientCAs = clientCAs
+	p.Server = httptest.NewUnstartedServer(p.routes())
+	p.TLS = &tls.Config{ClientAuth: tls.RequestClientCert, ClientCAs: clientCAs, MinVersion: tls.VersionTLS12}
+	p.StartTLS()
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *Provider) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", p.token)
+	mux.HandleFunc("POST /mtls/token", p.token)
 	mux.HandleFunc("POST /revoke", p.revoke)
 	mux.HandleFunc("GET /authorize", p.authorize)
 	mux.HandleFunc("POST /device_authorization", p.deviceAuthorization)
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
-	p.Server = httptest.NewServer(mux)
-	t.Cleanup(p.Close)
-	return p
+	return mux
+}
+
+// CertificatePEM is the TLS server's certificate, for ca_pem.
+func (p *Provider) CertificatePEM() string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.Certificate().Raw}))
+}
+
+// TokenRequestsAt is how many token requests came to path.
+func (p *Provider) TokenRequestsAt(path string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tokenPaths[path]
 }
 
 // TokenURL is the token endpoint.
@@ -147,6 +203,16 @@ func (p *Provider) SetMetadata(md map[string]any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.metadata = md
+}
+
+// JWKSFetches is how many times a client's jwks_uri was fetched.
+func (p *Provider) JWKSFetches() int64 { return p.jwksFetches.Load() }
+
+// AssertionKIDs lists the kid headers of the client assertions verified so far.
+func (p *Provider) AssertionKIDs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.kids)
 }
 
 // Requests is how many token requests arrived, failed ones included.
@@ -245,6 +311,9 @@ func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
 
 func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	p.requests.Add(1)
+	p.mu.Lock()
+	p.tokenPaths[r.URL.Path]++
+	p.mu.Unlock()
 	n := p.inFlight.Add(1)
 	defer p.inFlight.Add(-1)
 	for {

@@ -8,11 +8,14 @@
 import { randomBytes } from 'node:crypto';
 import { renameSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 
 import * as jose from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
 import MapAdapter from './lib/adapter.js';
+import { createClientKeys } from './lib/client_keys.js';
+import * as mtls from './lib/mtls.js';
 import { readEnv } from './lib/env.js';
 import { registerClientCredentials } from './lib/grants/client_credentials.js';
 import { registerJwtBearerGrant } from './lib/grants/jwt_bearer.js';
@@ -32,8 +35,10 @@ function log(message) {
 }
 
 let env;
+let tlsOptions;
 try {
   env = readEnv();
+  tlsOptions = mtls.serverOptions();
 } catch (err) {
   process.stderr.write(`provider: ${err.message}\n`);
   process.exit(2);
@@ -41,7 +46,7 @@ try {
 
 // The issuer embeds the port, which is only known once bound (PORT=0), so bind first and build
 // the provider afterwards; nothing can connect before LISTENING is printed anyway.
-const server = http.createServer();
+const server = tlsOptions ? https.createServer(tlsOptions) : http.createServer();
 try {
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -52,7 +57,7 @@ try {
   process.exit(1);
 }
 const { port } = server.address();
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = `${tlsOptions ? 'https' : 'http'}://127.0.0.1:${port}`;
 
 const supportedScopes = new Set([
   'openid', 'offline_access', 'profile', 'email', 'read', 'write', 'api', 'admin', ...env.extraScopes,
@@ -90,8 +95,12 @@ function accessTokenTTL(ctx, token, client) {
   return client?.access_token_ttl ?? token.resourceServer?.accessTokenTTL ?? env.accessTokenTTL;
 }
 
+// Provider is needed to find clients; configuration.fetch is bound below once it exists.
+let clientKeys;
+
 const configuration = {
   adapter: MapAdapter,
+  fetch: (url, options) => clientKeys.fetch(url, options),
   jwks: { keys: [signingKey] },
   // Signs the interaction and session cookies of the sign-in and consent pages (lib/interactions.js).
   cookies: { keys: [randomBytes(32).toString('base64url')] },
@@ -213,7 +222,9 @@ const configuration = {
   },
 };
 
+if (tlsOptions) mtls.configure(configuration, issuer);
 const provider = new Provider(issuer, configuration);
+clientKeys = createClientKeys(provider);
 
 registerClientCredentials(provider);
 registerRefreshToken(provider);
@@ -239,6 +250,8 @@ provider.use(async (ctx, next) => {
     log(`${ctx.method} ${ctx.path} ${ctx.status} ${ms.toFixed(1)}ms${detail}`);
   }
 });
+// Before testing.testRoutes, which answers 404 to the /test routes it does not know.
+provider.use(clientKeys.testRoutes);
 provider.use(testing.testRoutes);
 provider.use(createInteractions(provider, { users: env.users }));
 provider.use(testing.tokenEndpoint);
