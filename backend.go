@@ -34,6 +34,8 @@ type backend struct {
 	// refresher replaces tokens in the background before reads would have to wait for one.
 	refresher *refresher
 	metrics   *metrics
+	// dpopNonces holds the latest DPoP-Nonce the provider sent each DPoP role (RFC 9449 §8).
+	dpopNonces sync.Map // role name -> string
 	// grantsOpen lets clean wait for the grants under way and refuses new ones after it.
 	grantsOpen gate
 
@@ -76,7 +78,7 @@ func newBackend(clk clock, newClient func(caPEM string, timeout time.Duration) (
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
-			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b)},
+			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b), pathSign(b)},
 		),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,

@@ -19,10 +19,11 @@ const (
 	grantPassword          = "password"
 	grantRefreshToken      = "refresh_token"
 	grantJWTBearer         = "jwt_bearer"
+	grantOAuth1            = "oauth1"
 )
 
 // supportedGrants lists them in the order the documentation does.
-var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer}
+var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer, grantOAuth1}
 
 // grantFlow is one grant type: what its role needs and how it asks for a token.
 type grantFlow struct {
@@ -37,6 +38,7 @@ var grantFlows = map[string]grantFlow{
 	grantPassword:          passwordFlow,
 	grantRefreshToken:      refreshTokenFlow,
 	grantJWTBearer:         jwtBearerFlow,
+	grantOAuth1:            oauth1Flow,
 }
 
 // grantRequest is what a flow works with: the token request common to every grant (endpoint,
@@ -153,7 +155,7 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 	}
 
 	sent := time.Now()
-	tok, err := b.requestToken(ctx, cfg, role, bd, current)
+	tok, err := b.requestToken(ctx, name, cfg, role, bd, current)
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
 	if err != nil {
 		return b.failed(ctx, s, name, bd.access, current, err)
@@ -219,13 +221,16 @@ func (b *backend) failed(ctx context.Context, s logical.Storage, name, grantBind
 }
 
 // requestToken performs the role's grant with the refresh token it may use.
-func (b *backend) requestToken(ctx context.Context, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry) (*oauthclient.Token, error) {
+func (b *backend) requestToken(ctx context.Context, name string, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry) (*oauthclient.Token, error) {
 	client, err := b.client(cfg)
 	if err != nil {
 		return nil, err
 	}
 	req, err := baseRequest(cfg, role)
 	if err != nil {
+		return nil, err
+	}
+	if req.DPoP, err = b.dpopRequest(name, role); err != nil {
 		return nil, err
 	}
 	g := &grantRequest{client: client, req: req, role: role, now: b.now()}

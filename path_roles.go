@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 
@@ -33,7 +34,9 @@ func pathRoles(b *backend) []*framework.Path {
 		"default_ttl":         {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose response has no expires_in (default 1h)."},
 		"max_ttl":             {Type: framework.TypeDurationSecond, Description: "Upper bound on a creds lease, whatever the token's lifetime (0: no bound)."},
 		"lease":               {Type: framework.TypeBool, Description: "creds answers are non-renewable leases (true), or carry ttl and rotation_period instead, with no lease (false). Default: the config's lease."},
+		"dpop":                {Type: framework.TypeBool, Description: "OAuth 2.0 roles: bind tokens to a key generated and held in Vault (DPoP, RFC 9449); turning it on makes a new key."},
 	}
+	maps.Copy(fields, oauth1Fields)
 	addClientFields(fields, "Overrides the config's")
 	addRefreshFields(fields)
 
@@ -116,7 +119,9 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"default_ttl":              int64(role.DefaultTTL.Seconds()),
 		"max_ttl":                  int64(role.MaxTTL.Seconds()),
 		"lease":                    role.Lease,
+		"dpop":                     role.DPoP,
 	}
+	role.oauth1Settings.describe(data)
 	role.clientCredentials.describe(data)
 	role.refreshPolicy.describe(data)
 	return &logical.Response{Data: data}, nil
@@ -218,7 +223,15 @@ func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *f
 }
 
 // roleReadFields is what a role read answers.
-var roleReadFields = map[string]*framework.FieldSchema{
+var roleReadFields = func() map[string]*framework.FieldSchema {
+	fields := maps.Clone(oauth1ReadFields)
+	maps.Copy(fields, baseRoleReadFields)
+	return fields
+}()
+
+// baseRoleReadFields are those of every role.
+var baseRoleReadFields = map[string]*framework.FieldSchema{
+	"dpop":                     {Type: framework.TypeBool, Description: "Whether tokens are bound to the role's DPoP key."},
 	"grant_type":               {Type: framework.TypeString, Description: "Grant the role performs."},
 	"scopes":                   {Type: framework.TypeStringSlice, Description: "Scopes requested."},
 	"audience":                 {Type: framework.TypeString, Description: "audience parameter."},

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"maps"
 	"net/http"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -59,6 +60,7 @@ func (b *backend) roleStatus(name string, role *roleEntry, tok *tokenEntry, cfg 
 	if tok.AccessToken != "" {
 		data["expires_at"] = rfc3339(tok.ExpiresAt)
 	}
+	role.describeDPoP(data)
 	if plan := b.plan(name, role, tok, cfg); !plan.onRead {
 		// The refresher acts at the first tick at or after this moment.
 		data["next_refresh"] = rfc3339(laterOf(plan.at, now))
@@ -67,7 +69,14 @@ func (b *backend) roleStatus(name string, role *roleEntry, tok *tokenEntry, cfg 
 }
 
 // statusFields is what a status read answers.
-var statusFields = map[string]*framework.FieldSchema{
+var statusFields = func() map[string]*framework.FieldSchema {
+	fields := maps.Clone(dpopStatusFields)
+	maps.Copy(fields, tokenStatusFields)
+	return fields
+}()
+
+// tokenStatusFields describe the role's token.
+var tokenStatusFields = map[string]*framework.FieldSchema{
 	"expires_at":           {Type: framework.TypeString, Description: "When the cached token expires (RFC 3339)."},
 	"expires_in":           {Type: framework.TypeInt, Description: "Seconds the cached token has left."},
 	"last_refresh":         {Type: framework.TypeString, Description: "When the cached token was obtained."},

@@ -113,6 +113,9 @@ func bindingOf(role *roleEntry, cfg *configEntry) tokenBinding {
 	grant.entryFormat = entryFormat{}
 	grant.clientCredentials = clientCredentials{ClientID: creds.ClientID, AuthMethod: creds.AuthMethod}
 	grant.Password, grant.AssertionKey = "", ""
+	grant.ConsumerSecret, grant.ConsumerPrivateKey, grant.Token, grant.TokenSecret = "", "", "", ""
+	// The key's thumbprint: a token bound to one key is never served for another.
+	grant.DPoPKey = role.dpopThumbprint()
 	grant.RefreshToken = digest(role.RefreshToken)
 	grant.SecretTokenParams = nil
 	grant.DefaultTTL, grant.MaxTTL, grant.Lease, grant.refreshPolicy, grant.RefreshOverrides = 0, 0, nil, refreshPolicy{}, nil

@@ -38,6 +38,8 @@ type TokenRequest struct {
 	Params url.Values
 	Scopes []string
 	Auth   ClientAuth
+	// DPoP, when set, binds the token to a key: every request carries a proof.
+	DPoP *DPoP
 }
 
 // Token is a successful token response.
@@ -99,8 +101,28 @@ func (a acceptJSON) RoundTrip(req *http.Request) (*http.Response, error) {
 	return a.next.RoundTrip(req)
 }
 
-// Exchange performs the token request. Errors are *Error values that carry no secret.
+// Exchange performs the token request. Errors are *Error values that carry no secret. A DPoP
+// request the server answers with use_dpop_nonce and a new nonce is sent again, once, with it
+// (RFC 9449 §8).
 func (c *Client) Exchange(ctx context.Context, req TokenRequest) (*Token, error) {
+	httpClient := c.http
+	var dpop *dpopTransport
+	if req.DPoP != nil {
+		dpop = &dpopTransport{next: c.http.Transport, dpop: req.DPoP, nonce: req.DPoP.Nonce}
+		withProofs := *c.http
+		withProofs.Transport = dpop
+		httpClient = &withProofs
+	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, httpClient)
+	tok, err := c.exchange(ctx, req)
+	if e := (*Error)(nil); errors.As(err, &e) && e.Code == "use_dpop_nonce" && dpop != nil && dpop.renewed {
+		tok, err = c.exchange(ctx, req)
+	}
+	return tok, err
+}
+
+// exchange sends the token request once, with the HTTP client ctx carries.
+func (c *Client) exchange(ctx context.Context, req TokenRequest) (*Token, error) {
 	params := url.Values{}
 	for k, v := range req.Params {
 		params[k] = append([]string(nil), v...)
@@ -130,7 +152,7 @@ func (c *Client) Exchange(ctx context.Context, req TokenRequest) (*Token, error)
 		conf.ClientID = ""
 		params.Set("client_id", req.Auth.ClientID)
 	}
-	tok, err := conf.Token(context.WithValue(ctx, oauth2.HTTPClient, c.http))
+	tok, err := conf.Token(ctx)
 	if err != nil {
 		return nil, toError(err, req.TokenURL)
 	}

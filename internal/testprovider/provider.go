@@ -1,7 +1,7 @@
 // Package testprovider is an in-process OAuth 2.0 authorization server for tests: it implements
 // the token endpoint (client_credentials, password, refresh_token with rotation, RFC 7523
-// jwt-bearer), every client authentication method the broker speaks, metadata discovery,
-// introspection and revocation, and counts what it is asked.
+// jwt-bearer), every client authentication method the broker speaks, DPoP proofs and nonces
+// (RFC 9449), metadata discovery, introspection and revocation, and counts what it is asked.
 package testprovider
 
 import (
@@ -34,6 +34,8 @@ type Issued struct {
 	ExpiresAt time.Time
 	Revoked   bool
 	Params    map[string][]string // the token request's non-secret parameters
+	// JKT is the thumbprint of the DPoP key the token is bound to (RFC 9449 §6), if any.
+	JKT string
 }
 
 type refreshGrant struct {
@@ -67,6 +69,10 @@ type Provider struct {
 	refresh  map[string]refreshGrant
 	usedJTIs map[string]bool
 	metadata map[string]any
+
+	dpopNonceRequired bool
+	dpopNonce         string
+	dpopRequests      atomic.Int64
 
 	requests atomic.Int64
 	inFlight atomic.Int64
@@ -230,6 +236,10 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "form does not parse")
 		return
 	}
+	jkt, answered := p.tokenDPoP(w, r)
+	if answered {
+		return
+	}
 	client, oerr := p.authenticate(r)
 	if oerr != nil {
 		writeError(w, http.StatusUnauthorized, "invalid_client", oerr.desc)
@@ -253,13 +263,16 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, oerr.code, oerr.desc)
 		return
 	}
-	writeJSON(w, http.StatusOK, p.issue(client.ID, subject, scope, r))
+	writeJSON(w, http.StatusOK, p.issue(client.ID, subject, scope, jkt, r))
 }
 
-func (p *Provider) issue(clientID, subject, scope string, r *http.Request) map[string]any {
+func (p *Provider) issue(clientID, subject, scope, jkt string, r *http.Request) map[string]any {
 	grant := r.PostForm.Get("grant_type")
 	at := randomToken()
 	resp := map[string]any{"access_token": at, "token_type": "Bearer", "scope": scope}
+	if jkt != "" {
+		resp["token_type"] = "DPoP"
+	}
 	ttl := p.TokenTTL
 	if ttl > 0 {
 		resp["expires_in"] = int(ttl.Seconds())
@@ -274,7 +287,7 @@ func (p *Provider) issue(clientID, subject, scope string, r *http.Request) map[s
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.issued[at] = &Issued{ClientID: clientID, Subject: subject, Scope: scope, ExpiresAt: time.Now().Add(ttl), Params: params}
+	p.issued[at] = &Issued{ClientID: clientID, Subject: subject, Scope: scope, ExpiresAt: time.Now().Add(ttl), Params: params, JKT: jkt}
 	if p.IssueRefreshTokens && (grant == "password" || grant == "refresh_token") {
 		rt := randomToken()
 		p.refresh[rt] = refreshGrant{clientID: clientID, subject: subject, scope: scope}
