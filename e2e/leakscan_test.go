@@ -42,6 +42,10 @@ const (
 	// kindSecretTokenParam is a value of a role's secret_token_params (an API key, say), which
 	// the plugin sends to the token endpoint and never shows.
 	kindSecretTokenParam = "secret token parameter"
+	// OAuth 1.0a roles sign with these (issue 14); the DPoP key, generated in Vault, is a
+	// private key read from raw storage.
+	kindConsumerSecret = "consumer secret"
+	kindTokenSecret    = "token secret"
 )
 
 // minNeedle is the shortest text searched for: the scan's window, and short enough for the
@@ -82,7 +86,8 @@ const metricsSource = "metrics scrape of "
 func recordMetrics(what string, body []byte) { leaks.record(metricsSource+what, string(body)) }
 
 // recordResponse records what Vault answered to `what` ("read PATH", ...): the warnings always;
-// the access token of a creds answer as a secret; every other answer whole.
+// the access token of a creds answer, or of a DPoP sign answer ("DPoP <token>"), as a secret;
+// every other answer whole.
 func recordResponse(what string, s *api.Secret) {
 	if s == nil {
 		return
@@ -92,6 +97,10 @@ func recordResponse(what string, s *api.Secret) {
 	}
 	if strings.Contains(what, "/creds/") {
 		rememberSecret(kindAccessToken, str(s.Data["access_token"]))
+		return
+	}
+	if token, ok := strings.CutPrefix(str(s.Data["authorization"]), "DPoP "); ok && strings.Contains(what, "/sign/") {
+		rememberSecret(kindAccessToken, token)
 		return
 	}
 	b, err := json.Marshal(s)

@@ -13,6 +13,7 @@ import * as jose from 'jose';
 import Provider, { errors } from 'oidc-provider';
 
 import MapAdapter from './lib/adapter.js';
+import { dpopFeature } from './lib/dpop.js';
 import { readEnv } from './lib/env.js';
 import { registerClientCredentials } from './lib/grants/client_credentials.js';
 import { registerJwtBearerGrant } from './lib/grants/jwt_bearer.js';
@@ -160,6 +161,7 @@ const configuration = {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    dPoP: dpopFeature(),
     introspection: {
       enabled: true,
       async allowedPolicy(ctx, client, token) {
