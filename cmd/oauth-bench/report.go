@@ -16,6 +16,9 @@ func (rep *report) markdown() string {
 	if rep.reads != nil {
 		rep.readsMarkdown(&b)
 	}
+	if rep.signs != nil {
+		rep.signsMarkdown(&b)
+	}
 	if rep.burst != nil {
 		rep.burstMarkdown(&b)
 	}
@@ -25,7 +28,7 @@ func (rep *report) markdown() string {
 	if rep.scrape != nil {
 		rep.scrape.markdown(&b)
 	}
-	if !o.has("reads") && !o.has("burst") && !o.has("refresh") && !o.has("metrics") {
+	if !o.has("reads") && !o.has("sign") && !o.has("burst") && !o.has("refresh") && !o.has("metrics") {
 		b.WriteString("No phase ran.\n")
 	}
 	return b.String()
