@@ -38,18 +38,31 @@ type backend struct {
 	dpopNonces sync.Map // role name -> string
 	// grantsOpen lets clean wait for the grants under way and refuses new ones after it.
 	grantsOpen gate
+	// devicePolls holds the timer of each device flow the plugin is polling for.
+	devicePolls devicePolls
+	// callbacks rate-limits failed browser callbacks.
+	callbacks callbackLimiter
 
 	clock clock
 	// newClient builds the HTTP client for a provider's trust roots and request timeout.
 	newClient func(caPEM string, timeout time.Duration) (*oauthclient.Client, error)
 }
 
-// clock tells the backend the time; tests give it one they move.
-type clock interface{ Now() time.Time }
+// clock tells the backend the time and runs its timers; tests give it one they move.
+type clock interface {
+	Now() time.Time
+	// AfterFunc calls f once d has passed.
+	AfterFunc(d time.Duration, f func()) stopper
+}
+
+// stopper is a timer: Stop keeps its function from running, if it has not yet.
+type stopper interface{ Stop() bool }
 
 type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
+
+func (systemClock) AfterFunc(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
 
 // Factory returns a configured backend, as Vault's plugin runtime calls it.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
@@ -73,12 +86,15 @@ func newBackend(clk clock, newClient func(caPEM string, timeout time.Duration) (
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configPath, rolePrefix, tokenPrefix},
+			SealWrapStorage: []string{configPath, rolePrefix, tokenPrefix, authzPrefix, statePrefix},
+			// The provider sends the browser back here, without a Vault token.
+			Unauthenticated: []string{"callback"},
 		},
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
 			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b), pathSign(b)},
+			[]*framework.Path{pathAuthorize(b), pathCallback(b), pathDevice(b)},
 		),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,

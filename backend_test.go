@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"net/http"
 	"testing"
 
 	"github.com/hashicorp/vault/sdk/helper/testhelpers/schema"
@@ -15,7 +16,7 @@ func TestEveryPathHasHelp(t *testing.T) {
 			t.Errorf("path %s lacks help text", p.Pattern)
 		}
 	}
-	for _, path := range []string{"config", "roles/", "roles/app", "creds/app", "roles/app/status", "rotate/app"} {
+	for _, path := range []string{"config", "roles/", "roles/app", "creds/app", "roles/app/status", "rotate/app", "authorize/app", "callback", "device/app"} {
 		resp := request(t, b, s, logical.HelpOperation, path, nil)
 		if help, _ := resp.Data["help"].(string); help == "" {
 			t.Errorf("vault path-help %s is empty", path)
@@ -26,7 +27,7 @@ func TestEveryPathHasHelp(t *testing.T) {
 func TestStorageIsSealWrapped(t *testing.T) {
 	b, _ := newTestBackend(t)
 	wrapped := b.SpecialPaths().SealWrapStorage
-	for _, key := range []string{configPath, rolePrefix, tokenPrefix} {
+	for _, key := range []string{configPath, rolePrefix, tokenPrefix, authzPrefix, statePrefix} {
 		found := false
 		for _, w := range wrapped {
 			found = found || w == key
@@ -65,4 +66,38 @@ func TestOperationsDocumentTheirAnswers(t *testing.T) {
 	check(logical.UpdateOperation, "config", map[string]any{"timeout": 10})
 	check(logical.DeleteOperation, "roles/app", nil)
 	check(logical.DeleteOperation, "config", nil)
+}
+
+// The same for the user-delegated grants' paths.
+func TestDelegatedOperationsDocumentTheirAnswers(t *testing.T) {
+	e := newCodeEnv(t)
+	check := func(op logical.Operation, path string, data map[string]any) *logical.Response {
+		t.Helper()
+		resp := mustSucceed(t, request(t, e.b, e.s, op, path, data))
+		schema.ValidateResponse(t, schema.GetResponseSchema(t, e.b.Route(path), op), resp, true)
+		return resp
+	}
+	check(logical.ReadOperation, "roles/app/status", nil)
+	authURL := check(logical.UpdateOperation, "authorize/app", nil).Data["auth_url"].(string)
+	back := browse(t, authURL)
+	check(logical.UpdateOperation, "callback", map[string]any{"code": back.Get("code"), "state": back.Get("state")})
+	check(logical.ReadOperation, "roles/app/status", nil)
+	check(logical.ReadOperation, "roles/app", nil)
+	authURL = check(logical.UpdateOperation, "authorize/app", nil).Data["auth_url"].(string)
+	back = browse(t, authURL)
+	if status, _ := e.callback(t, back); status != http.StatusOK {
+		t.Fatalf("the browser's callback answered %d", status)
+	}
+
+	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "roles/dev", map[string]any{"grant_type": "device_code"}))
+	check(logical.UpdateOperation, "device/dev", nil)
+	check(logical.ReadOperation, "roles/dev/status", nil)
+}
+
+// The browser's callback needs no Vault token.
+func TestCallbackIsUnauthenticated(t *testing.T) {
+	b, _ := newTestBackend(t)
+	if got := b.SpecialPaths().Unauthenticated; len(got) != 1 || got[0] != "callback" {
+		t.Fatalf("unauthenticated paths: %v", got)
+	}
 }

@@ -23,6 +23,8 @@ type configEntry struct {
 	AuthURL       string `json:"auth_url,omitempty"`
 	DeviceAuthURL string `json:"device_auth_url,omitempty"`
 	RevocationURL string `json:"revocation_url,omitempty"`
+	// RedirectURI is the default redirect URI of authorization_code roles.
+	RedirectURI string `json:"redirect_uri,omitempty"`
 	// Discovered is the issuer's metadata, fetched when the config is written.
 	Discovered *oauthclient.Metadata `json:"discovered,omitempty"`
 
@@ -63,6 +65,14 @@ func (c *configEntry) revocationEndpoint() string {
 	return c.Discovered.RevocationEndpoint
 }
 
+func (c *configEntry) authorizationEndpoint() string {
+	return firstNonEmpty(c.AuthURL, c.discovered().AuthorizationEndpoint)
+}
+
+func (c *configEntry) deviceAuthorizationEndpoint() string {
+	return firstNonEmpty(c.DeviceAuthURL, c.discovered().DeviceAuthorizationEndpoint)
+}
+
 func (c *configEntry) discovered() oauthclient.Metadata {
 	if c.Discovered == nil {
 		return oauthclient.Metadata{}
@@ -77,6 +87,7 @@ func (c *configEntry) update(d *framework.FieldData) error {
 	setString(d, "auth_url", &c.AuthURL)
 	setString(d, "device_auth_url", &c.DeviceAuthURL)
 	setString(d, "revocation_url", &c.RevocationURL)
+	setString(d, "redirect_uri", &c.RedirectURI)
 	setString(d, "ca_pem", &c.CAPEM)
 	setDuration(d, "timeout", &c.Timeout)
 	setBool(d, "lease", &c.Lease)
@@ -93,7 +104,7 @@ func (c *configEntry) validate() error {
 	if c.Issuer == "" && c.TokenURL == "" {
 		return fieldErrorf("issuer", "set issuer (for discovery) or token_url")
 	}
-	for field, u := range map[string]string{"issuer": c.Issuer, "token_url": c.TokenURL, "auth_url": c.AuthURL, "device_auth_url": c.DeviceAuthURL, "revocation_url": c.RevocationURL} {
+	for field, u := range map[string]string{"issuer": c.Issuer, "token_url": c.TokenURL, "auth_url": c.AuthURL, "device_auth_url": c.DeviceAuthURL, "revocation_url": c.RevocationURL, "redirect_uri": c.RedirectURI} {
 		if err := validateEndpointURL(field, u); err != nil {
 			return err
 		}
@@ -128,7 +139,8 @@ func (b *backend) discover(ctx context.Context, cfg *configEntry) error {
 	if err != nil {
 		return fieldErrorf("issuer", "%v", err)
 	}
-	for field, u := range map[string]string{"token_endpoint": md.TokenEndpoint, "revocation_endpoint": md.RevocationEndpoint} {
+	for field, u := range map[string]string{"token_endpoint": md.TokenEndpoint, "revocation_endpoint": md.RevocationEndpoint,
+		"authorization_endpoint": md.AuthorizationEndpoint, "device_authorization_endpoint": md.DeviceAuthorizationEndpoint} {
 		if err := validateEndpointURL(field, u); err != nil {
 			return fieldErrorf("issuer", "discovered %v", err)
 		}

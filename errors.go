@@ -3,6 +3,7 @@ package oauth
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauthclient"
@@ -36,11 +37,32 @@ func unknownRoleError(name string) error {
 	return &fieldError{field: "name", msg: fmt.Sprintf("role %q does not exist", clipInput(name))}
 }
 
+// notAuthorizedError: the role's grant needs a person, who has not authorized it yet (or whose
+// authorization no longer holds a usable refresh token).
+type notAuthorizedError struct {
+	name string
+	// startPath is the path that starts the person's part: "authorize" or "device".
+	startPath string
+}
+
+func (e *notAuthorizedError) Error() string {
+	return fmt.Sprintf("role %q is not authorized yet: run vault write -force <mount>/%s/%s and complete it", e.name, e.startPath, e.name)
+}
+
+// withMount names the mount in an answer's error, where messages say <mount>.
+func withMount(resp *logical.Response, mount string) *logical.Response {
+	if resp != nil && resp.IsError() && mount != "" {
+		resp.Data["error"] = strings.ReplaceAll(resp.Error().Error(), "<mount>/", mount)
+	}
+	return resp
+}
+
 // errorResponse turns bad input and errors the operator must act on into a 400, and anything
 // else into an internal error.
 func errorResponse(err error) (*logical.Response, error) {
 	var fe *fieldError
-	if errors.As(err, &fe) || errors.Is(err, errNoConfig) || errors.Is(err, errRoleChanged) || errors.Is(err, errStrandedRefreshToken) {
+	var nae *notAuthorizedError
+	if errors.As(err, &fe) || errors.As(err, &nae) || errors.Is(err, errNoConfig) || errors.Is(err, errRoleChanged) || errors.Is(err, errStrandedRefreshToken) {
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	return nil, err

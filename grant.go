@@ -19,11 +19,13 @@ const (
 	grantPassword          = "password"
 	grantRefreshToken      = "refresh_token"
 	grantJWTBearer         = "jwt_bearer"
+	grantAuthorizationCode = "authorization_code"
+	grantDeviceCode        = "device_code"
 	grantOAuth1            = "oauth1"
 )
 
 // supportedGrants lists them in the order the documentation does.
-var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer, grantOAuth1}
+var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer, grantAuthorizationCode, grantDeviceCode, grantOAuth1}
 
 // grantFlow is one grant type: what its role needs and how it asks for a token.
 type grantFlow struct {
@@ -31,6 +33,9 @@ type grantFlow struct {
 	validate func(r *roleEntry, cfg *configEntry) error
 	// request performs the token request.
 	request func(ctx context.Context, g *grantRequest) (*oauthclient.Token, error)
+	// startPath, for grants that need a person once, is the path that starts the person's part
+	// ("authorize", "device"); until it completes, the role has nothing to refresh.
+	startPath string
 }
 
 var grantFlows = map[string]grantFlow{
@@ -38,6 +43,8 @@ var grantFlows = map[string]grantFlow{
 	grantPassword:          passwordFlow,
 	grantRefreshToken:      refreshTokenFlow,
 	grantJWTBearer:         jwtBearerFlow,
+	grantAuthorizationCode: authorizationCodeFlow,
+	grantDeviceCode:        deviceCodeFlow,
 	grantOAuth1:            oauth1Flow,
 }
 
@@ -46,6 +53,7 @@ var grantFlows = map[string]grantFlow{
 type grantRequest struct {
 	client *oauthclient.Client
 	req    oauthclient.TokenRequest
+	name   string
 	role   *roleEntry
 	// refreshToken may be sent for the role; stranded marks one that exists but was issued to
 	// another client or provider, and may not.
@@ -157,6 +165,10 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 	sent := time.Now()
 	tok, err := b.requestToken(ctx, name, cfg, role, bd, current)
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
+	if nae := (*notAuthorizedError)(nil); errors.As(err, &nae) {
+		// Nothing failed: the role waits for a person, which its status shows.
+		return grantOutcome{err: err}
+	}
 	if err != nil {
 		return b.failed(ctx, s, name, bd.access, current, err)
 	}
@@ -226,14 +238,11 @@ func (b *backend) requestToken(ctx context.Context, name string, cfg *configEntr
 	if err != nil {
 		return nil, err
 	}
-	req, err := baseRequest(cfg, role)
+	req, err := b.roleRequest(name, cfg, role)
 	if err != nil {
 		return nil, err
 	}
-	if req.DPoP, err = b.dpopRequest(name, role); err != nil {
-		return nil, err
-	}
-	g := &grantRequest{client: client, req: req, role: role, now: b.now()}
+	g := &grantRequest{client: client, req: req, name: name, role: role, now: b.now()}
 	g.refreshToken, g.stranded = current.refreshTokenFor(bd)
 	return grantFlows[role.GrantType].request(ctx, g)
 }
@@ -241,6 +250,17 @@ func (b *backend) requestToken(ctx context.Context, name string, cfg *configEntr
 func isInvalidGrant(err error) bool {
 	var oe *oauthclient.Error
 	return errors.As(err, &oe) && oe.InvalidGrant()
+}
+
+// roleRequest is the base request of the role's token requests, with its DPoP hook: every
+// request that obtains a token for a role goes through it.
+func (b *backend) roleRequest(name string, cfg *configEntry, role *roleEntry) (oauthclient.TokenRequest, error) {
+	req, err := baseRequest(cfg, role)
+	if err != nil {
+		return req, err
+	}
+	req.DPoP, err = b.dpopRequest(name, role)
+	return req, err
 }
 
 // baseRequest is the token request common to every grant: endpoint, client authentication,

@@ -22,12 +22,18 @@ var refreshTokenFlow = grantFlow{
 		if g.stranded {
 			return nil, errStrandedRefreshToken
 		}
-		tok, err := g.client.Exchange(ctx, withRefreshToken(g.req, cmp.Or(g.refreshToken, g.role.RefreshToken)))
-		if isInvalidGrant(err) {
-			return nil, fmt.Errorf("%w; the refresh token is no longer accepted: import a new one with vault write <mount>/roles/<name> refresh_token=@file", err)
-		}
-		return tok, err
+		return refreshChain(ctx, g, cmp.Or(g.refreshToken, g.role.RefreshToken), "import a new one with vault write <mount>/roles/<name> refresh_token=@file")
 	},
+}
+
+// refreshChain sends the newest refresh token of the role's chain; remedy says what to do when
+// the provider no longer accepts it.
+func refreshChain(ctx context.Context, g *grantRequest, refreshToken, remedy string) (*oauthclient.Token, error) {
+	tok, err := g.client.Exchange(ctx, withRefreshToken(g.req, refreshToken))
+	if isInvalidGrant(err) {
+		return nil, fmt.Errorf("%w; the refresh token is no longer accepted: %s", err, remedy)
+	}
+	return tok, err
 }
 
 // withRefreshToken turns req into a refresh request (RFC 6749 §6), leaving req's parameters as

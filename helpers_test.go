@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,22 +113,75 @@ type testClock struct {
 	mu     sync.Mutex
 	offset time.Duration
 	pinned time.Time
+	timers []*testTimer
 }
 
 func (c *testClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.now()
+}
+
+func (c *testClock) now() time.Time {
 	if !c.pinned.IsZero() {
 		return c.pinned
 	}
 	return time.Now().Add(c.offset)
 }
 
+// testTimer fires only when the test moves the clock past it (Advance, Shift), on the test's
+// goroutine: what it runs has finished when the move returns.
+type testTimer struct {
+	c       *testClock
+	at      time.Time
+	f       func()
+	stopped bool
+}
+
+func (t *testTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := !t.stopped
+	t.stopped = true
+	return was
+}
+
+func (c *testClock) AfterFunc(d time.Duration, f func()) stopper {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &testTimer{c: c, at: c.now().Add(d), f: f}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+// fire runs the timers due now, earliest first, including those they set that are due too.
+func (c *testClock) fire() {
+	for {
+		c.mu.Lock()
+		var next *testTimer
+		for _, t := range c.timers {
+			if !t.stopped && !t.at.After(c.now()) && (next == nil || t.at.Before(next.at)) {
+				next = t
+			}
+		}
+		if next != nil {
+			next.stopped = true
+		}
+		c.timers = slices.DeleteFunc(c.timers, func(t *testTimer) bool { return t.stopped })
+		c.mu.Unlock()
+		if next == nil {
+			return
+		}
+		next.f()
+	}
+}
+
 // Shift makes the clock read real time plus d.
 func (c *testClock) Shift(d time.Duration) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.offset, c.pinned = d, time.Time{}
+	c.mu.Unlock()
+	c.fire()
 }
 
 // Pin stops the clock at t.
@@ -140,8 +194,9 @@ func (c *testClock) Pin(t time.Time) {
 // Advance moves a pinned clock forward.
 func (c *testClock) Advance(d time.Duration) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.pinned = c.pinned.Add(d)
+	c.mu.Unlock()
+	c.fire()
 }
 
 func clockOf(b *backend) *testClock { return b.clock.(*testClock) }

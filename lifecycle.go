@@ -20,6 +20,9 @@ func (b *backend) initialize(ctx context.Context, req *logical.InitializationReq
 	if err := b.buildQueue(ctx, req.Storage, cfg); err != nil {
 		return err
 	}
+	if err := b.resumeDevicePolls(ctx, req.Storage); err != nil {
+		return err
+	}
 	// Vault's first periodic call comes a minute after the mount starts: on a new leader, or
 	// after a plugin reload, what falls due before then is refreshed now, as a tick would.
 	b.refresher.passes.Add(1)
@@ -50,6 +53,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 // the old instance must not race the new one with the same refresh token.
 func (b *backend) clean(context.Context) {
 	b.refresher.stop()
+	b.devicePolls.close()
 	b.refresher.passes.Wait()
 	b.grantsOpen.close()
 }

@@ -43,7 +43,8 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}
 	name, role, cfg := target.name, target.role, target.cfg
 	if role.GrantType == grantOAuth1 {
-		return errorResponse(oauth1NoToken(name))
+		resp, err := errorResponse(oauth1NoToken(name))
+		return withMount(resp, req.MountPoint), err
 	}
 	if cfg == nil {
 		return errorResponse(errNoConfig)
@@ -59,7 +60,8 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, err
 	}
 	if out.token == nil {
-		return grantErrorResponse(out.err)
+		resp, err := grantErrorResponse(out.err)
+		return withMount(resp, req.MountPoint), err
 	}
 	resp := b.credsResponse(name, role, cfg, out.token)
 	for _, w := range out.warnings(b.now(), minLeft) {

@@ -31,6 +31,8 @@ func pathRoles(b *backend) []*framework.Path {
 		"assertion_audience":  {Type: framework.TypeString, Description: "jwt_bearer grant: aud claim; defaults to the token endpoint URL."},
 		"assertion_ttl":       {Type: framework.TypeDurationSecond, Description: "jwt_bearer grant: assertion lifetime (default 5m)."},
 		"assertion_claims":    {Type: framework.TypeString, Description: "jwt_bearer grant: extra claims, as a JSON object."},
+		"redirect_uri":        {Type: framework.TypeString, Description: "authorization_code grant: the redirect URI registered at the provider (default: the config's), e.g. https://vault.example.com/v1/oauth/callback."},
+		"auth_params":         {Type: framework.TypeCommaStringSlice, Description: "authorization_code grant: extra authorization request parameters as comma-separated key=value pairs (e.g. access_type=offline,prompt=consent)."},
 		"default_ttl":         {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose response has no expires_in (default 1h)."},
 		"max_ttl":             {Type: framework.TypeDurationSecond, Description: "Upper bound on a creds lease, whatever the token's lifetime (0: no bound)."},
 		"lease":               {Type: framework.TypeBool, Description: "creds answers are non-renewable leases (true), or carry ttl and rotation_period instead, with no lease (false). Default: the config's lease."},
@@ -116,6 +118,8 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"assertion_audience":       role.AssertionAudience,
 		"assertion_ttl":            int64(role.AssertionTTL.Seconds()),
 		"assertion_claims":         role.AssertionClaims,
+		"redirect_uri":             role.RedirectURI,
+		"auth_params":              role.AuthParams,
 		"default_ttl":              int64(role.DefaultTTL.Seconds()),
 		"max_ttl":                  int64(role.MaxTTL.Seconds()),
 		"lease":                    role.Lease,
@@ -166,6 +170,9 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		if err := b.clearToken(ctx, req.Storage, name); err != nil {
 			return nil, err
 		}
+		if err := b.dropPending(ctx, req.Storage, name); err != nil {
+			return nil, err
+		}
 	}
 	if err := putJSON(ctx, req.Storage, rolePrefix+name, role); err != nil {
 		return nil, err
@@ -181,6 +188,9 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	lock.Lock()
 	defer lock.Unlock()
 	if err := b.clearToken(ctx, req.Storage, name); err != nil {
+		return nil, err
+	}
+	if err := b.dropPending(ctx, req.Storage, name); err != nil {
 		return nil, err
 	}
 	if err := req.Storage.Delete(ctx, rolePrefix+name); err != nil {
@@ -249,6 +259,8 @@ var baseRoleReadFields = map[string]*framework.FieldSchema{
 	"assertion_audience":       {Type: framework.TypeString, Description: "Assertion aud."},
 	"assertion_ttl":            {Type: framework.TypeInt, Description: "Assertion lifetime (seconds)."},
 	"assertion_claims":         {Type: framework.TypeMap, Description: "Extra assertion claims."},
+	"redirect_uri":             {Type: framework.TypeString, Description: "authorization_code grant: redirect URI (empty: the config's)."},
+	"auth_params":              {Type: framework.TypeKVPairs, Description: "authorization_code grant: extra authorization request parameters."},
 	"default_ttl":              {Type: framework.TypeInt, Description: "Lifetime assumed without expires_in (seconds)."},
 	"max_ttl":                  {Type: framework.TypeInt, Description: "Upper bound on a creds lease (seconds)."},
 	"lease":                    {Type: framework.TypeBool, Description: "Whether creds answers are leases; null: the config's default."},
@@ -270,7 +282,8 @@ const pathRoleHelpSyn = `Manage the grant one application's tokens come from.`
 
 const pathRoleHelpDesc = `
 A role describes the token request performed when "creds/<name>" is read: the grant
-(client_credentials, password, refresh_token or jwt_bearer), the client that performs it
+(client_credentials, password, refresh_token, jwt_bearer, or authorization_code and device_code,
+which a person authorizes once through "authorize/<name>" or "device/<name>"), the client that performs it
 (client_id, client_secret, auth_method and client_key override the config's defaults), the scopes,
 audience, resource and any extra token_params, and the grant's own inputs.
 

@@ -38,7 +38,8 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 	}
 	name, role, cfg := target.name, target.role, target.cfg
 	if role.GrantType == grantOAuth1 {
-		return errorResponse(oauth1NoToken(name))
+		resp, err := errorResponse(oauth1NoToken(name))
+		return withMount(resp, req.MountPoint), err
 	}
 	if cfg == nil {
 		return errorResponse(errNoConfig)
@@ -57,7 +58,8 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 		if out.token != nil {
 			out.err = fmt.Errorf("%w; the previous token, valid until %s, is still served", out.err, rfc3339(out.token.ExpiresAt))
 		}
-		return grantErrorResponse(out.err)
+		resp, err := grantErrorResponse(out.err)
+		return withMount(resp, req.MountPoint), err
 	}
 
 	resp := &logical.Response{Data: b.roleStatus(name, role, out.token, cfg)}

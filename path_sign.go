@@ -78,7 +78,8 @@ func (b *backend) pathSignWrite(ctx context.Context, req *logical.Request, d *fr
 			return nil, err
 		}
 		if out.token == nil {
-			return grantErrorResponse(out.err)
+			resp, err := grantErrorResponse(out.err)
+			return withMount(resp, req.MountPoint), err
 		}
 		data, err = b.signDPoP(role, out.token, sr)
 		if err != nil {

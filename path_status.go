@@ -37,7 +37,38 @@ func (b *backend) pathRoleStatusRead(ctx context.Context, req *logical.Request, 
 	if err != nil {
 		return nil, err
 	}
-	return &logical.Response{Data: b.roleStatus(target.name, target.role, tok, target.cfg)}, nil
+	data := b.roleStatus(target.name, target.role, tok, target.cfg)
+	if grantFlows[target.role.GrantType].startPath != "" {
+		p, err := b.pending(ctx, req.Storage, target.name)
+		if err != nil {
+			return nil, err
+		}
+		b.describeAuthorization(target.role, p, data)
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+// describeAuthorization adds where a person's authorization of the role stands: authorized once
+// one completed; else the flow under way is pending, denied or expired (pending too when none
+// was started yet).
+func (b *backend) describeAuthorization(role *roleEntry, p *pendingAuthorization, data map[string]any) {
+	state := "pending"
+	switch {
+	case role.Authorization != nil:
+		state = "authorized"
+		data["authorized_at"] = rfc3339(role.Authorization.AuthorizedAt)
+		data["sub"] = role.Authorization.Subject
+	case p == nil:
+	case p.Outcome != "":
+		state = p.Outcome
+	case !b.now().Before(p.ExpiresAt):
+		state = outcomeExpired
+	}
+	data["authorization"] = state
+	if p != nil && p.Kind == kindDevice {
+		data["last_poll"] = p.LastPoll
+		data["last_poll_at"] = rfc3339(p.LastPollAt)
+	}
 }
 
 // roleStatus describes the role's token and refresh state, never the token itself.
@@ -86,6 +117,11 @@ var tokenStatusFields = map[string]*framework.FieldSchema{
 	"consecutive_failures": {Type: framework.TypeInt, Description: "Failures since the last success."},
 	"grants":               {Type: framework.TypeInt, Description: "Tokens obtained so far."},
 	"failures":             {Type: framework.TypeInt, Description: "Failed attempts so far."},
+	"authorization":        {Type: framework.TypeString, Description: "authorization_code and device_code roles: pending, authorized, expired or denied (device)."},
+	"authorized_at":        {Type: framework.TypeString, Description: "When a person last authorized the role (RFC 3339)."},
+	"sub":                  {Type: framework.TypeString, Description: "The sub of the ID token the authorization gave, if any."},
+	"last_poll":            {Type: framework.TypeString, Description: "device_code roles: the last poll's result (authorization_pending, slow_down, access_denied, expired_token, or an error)."},
+	"last_poll_at":         {Type: framework.TypeString, Description: "When the plugin last polled (RFC 3339)."},
 }
 
 const pathRoleStatusHelpSyn = `Read the refresh state of a role's token.`
@@ -97,6 +133,10 @@ number of grants and failures so far. After a failed grant, last_error names the
 answer (never a secret), consecutive_failures counts the failures since the last success, and
 next_refresh is the retry time, which backs off exponentially up to 10 minutes and honours the
 provider's Retry-After.
+
+For authorization_code and device_code roles, authorization says whether a person has authorized
+the role (authorized, with authorized_at and the ID token's sub), or where the flow under way
+stands: pending, expired, or denied; device flows show the last poll's result in last_poll.
 
 next_refresh is empty for tokens that live less than a minute, the refresher's period: those are
 replaced on read. The token itself is read from "creds/<name>".

@@ -173,6 +173,12 @@ func (b *backend) plan(name string, role *roleEntry, tok *tokenEntry, cfg *confi
 		stale.AccessToken = ""
 		tok = &stale
 	}
+	if grantFlows[role.GrantType].startPath != "" {
+		if rt, _ := tok.refreshTokenFor(b.cache.binding(name, role, cfg)); rt == "" {
+			// Nothing to refresh until a person authorizes the role.
+			return refreshPlan{onRead: true}
+		}
+	}
 	plan := planRefresh(name, tok, effectivePolicy(role, cfg))
 	if _, unsaved := b.unsaved.Load(name); unsaved {
 		plan.at, plan.onRead = time.Time{}, false
@@ -238,6 +244,9 @@ func (b *backend) roleState(ctx context.Context, s logical.Storage, name string)
 func (b *backend) periodicRefresh(ctx context.Context, req *logical.Request) error {
 	if !b.WriteSafeReplicationState() {
 		return nil
+	}
+	if err := b.resumeDevicePolls(ctx, req.Storage); err != nil {
+		b.Logger().Warn("resuming device flows failed; the next tick tries again", "error", err)
 	}
 	return b.refreshDue(ctx, req.Storage)
 }

@@ -51,6 +51,13 @@ type roleEntry struct {
 	DPoP    bool   `json:"dpop,omitempty"`
 	DPoPKey string `json:"dpop_key,omitempty"`
 
+	// RedirectURI and AuthParams shape the authorization request of authorization_code roles.
+	RedirectURI string            `json:"redirect_uri,omitempty"`
+	AuthParams  map[string]string `json:"auth_params,omitempty"`
+	// Authorization is the person's authorization that the role's refresh token chain started
+	// from (authorization_code, device_code); nil until one completes.
+	Authorization *authorization `json:"authorization,omitempty"`
+
 	DefaultTTL time.Duration `json:"default_ttl"`
 	MaxTTL     time.Duration `json:"max_ttl"`
 	// Lease says whether creds answers are leases; nil takes the config's.
@@ -120,6 +127,14 @@ func (r *roleEntry) update(d *framework.FieldData) error {
 		}
 		r.AssertionClaims = claims
 	}
+	setString(d, "redirect_uri", &r.RedirectURI)
+	if v, ok := d.GetOk("auth_params"); ok {
+		params, err := parsePairs("auth_params", nonEmpty(v.([]string)))
+		if err != nil {
+			return err
+		}
+		r.AuthParams = params
+	}
 	setDuration(d, "default_ttl", &r.DefaultTTL)
 	setDuration(d, "max_ttl", &r.MaxTTL)
 	setBool(d, "lease", &r.Lease)
@@ -130,6 +145,22 @@ func (r *roleEntry) update(d *framework.FieldData) error {
 		}
 	}
 	return nil
+}
+
+// parsePairs reads key=value pairs.
+func parsePairs(field string, pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, fieldErrorf(field, "%q is not key=value", clipInput(p))
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 func parseClaims(text string) (map[string]any, error) {
@@ -188,10 +219,16 @@ func (r *roleEntry) validate(cfg *configEntry) error {
 			return err
 		}
 	}
-	if err := validateTokenParams("token_params", r.TokenParams); err != nil {
+	if err := validateTokenParams("token_params", r.TokenParams, reservedTokenParams); err != nil {
 		return err
 	}
-	if err := validateTokenParams("secret_token_params", r.SecretTokenParams); err != nil {
+	if err := validateTokenParams("secret_token_params", r.SecretTokenParams, reservedTokenParams); err != nil {
+		return err
+	}
+	if err := validateTokenParams("auth_params", r.AuthParams, reservedAuthParams); err != nil {
+		return err
+	}
+	if err := validateEndpointURL("redirect_uri", r.RedirectURI); err != nil {
 		return err
 	}
 	for k := range r.SecretTokenParams {
@@ -236,13 +273,13 @@ func validateResource(res string) error {
 	return nil
 }
 
-func validateTokenParams(field string, params map[string]string) error {
+func validateTokenParams(field string, params map[string]string, reserved []string) error {
 	for k, v := range params {
 		if k == "" {
 			return fieldErrorf(field, "a parameter has an empty name")
 		}
-		if slices.Contains(reservedTokenParams, k) {
-			return fieldErrorf(field, "%q is set by the plugin and cannot be overridden; reserved: %s", clipInput(k), strings.Join(reservedTokenParams, ", "))
+		if slices.Contains(reserved, k) {
+			return fieldErrorf(field, "%q is set by the plugin and cannot be overridden; reserved: %s", clipInput(k), strings.Join(reserved, ", "))
 		}
 		if len(k)+len(v) > maxFieldBytes {
 			return fieldErrorf(field, "parameter %q is longer than %d bytes", clipInput(k), maxFieldBytes)
@@ -257,6 +294,16 @@ func sortedKeys(m map[string]string) []string {
 		return nil
 	}
 	return slices.Sorted(maps.Keys(m))
+}
+
+// authorization records a person's completed authorization of a role.
+type authorization struct {
+	// ID is random per authorization: it starts a new refresh token chain (tokenBinding's
+	// refreshSource), so a grant of the previous chain still in flight cannot be stored over it.
+	ID           string    `json:"id"`
+	AuthorizedAt time.Time `json:"authorized_at"`
+	// Subject is the ID token's sub, when one came back.
+	Subject string `json:"sub,omitempty"`
 }
 
 // randomID is 128 random bits, hex-encoded.

@@ -102,8 +102,8 @@ type tokenBinding struct {
 	// the provider (its issuer, or its token endpoint without one).
 	refresh string
 	// refreshSource changes with the chain of refresh tokens: the role's incarnation and the
-	// credential the chain starts from (the imported refresh token, or the password grant's
-	// username). A chain of another source is never used, nor kept.
+	// credential the chain starts from (the imported refresh token, the password grant's
+	// username, or a person's authorization). A chain of another source is never used, nor kept.
 	refreshSource string
 }
 
@@ -119,6 +119,8 @@ func bindingOf(role *roleEntry, cfg *configEntry) tokenBinding {
 	grant.RefreshToken = digest(role.RefreshToken)
 	grant.SecretTokenParams = nil
 	grant.DefaultTTL, grant.MaxTTL, grant.Lease, grant.refreshPolicy, grant.RefreshOverrides = 0, 0, nil, refreshPolicy{}, nil
+	// Only the authorization request uses them; the tokens it led to stay good.
+	grant.RedirectURI, grant.AuthParams = "", nil
 	var endpoint, provider string
 	if cfg != nil {
 		endpoint, provider = cfg.tokenEndpoint(), firstNonEmpty(cfg.Issuer, cfg.tokenEndpoint())
@@ -129,6 +131,10 @@ func bindingOf(role *roleEntry, cfg *configEntry) tokenBinding {
 		source = role.RefreshToken
 	case grantPassword:
 		source = role.Username
+	case grantAuthorizationCode, grantDeviceCode:
+		if role.Authorization != nil {
+			source = role.Authorization.ID
+		}
 	}
 	return tokenBinding{
 		access:        digestJSON(struct{ Grant, SecretParams, Endpoint any }{grant, sortedKeys(role.SecretTokenParams), endpoint}),

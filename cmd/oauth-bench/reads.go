@@ -14,7 +14,9 @@ type readTarget struct {
 	label  string
 	mount  string // for Vault's per-mount route timer
 	leased bool
-	read   reader
+	// write marks a target that writes (sign/): Vault times it as an update.
+	write bool
+	read  reader
 }
 
 // readResult is a target's figures over all its measured intervals.
@@ -92,7 +94,7 @@ func measureReads(ctx context.Context, admin *api.Client, targets []readTarget, 
 					r.metricErrs = append(r.metricErrs, err)
 					return
 				}
-				r.addInterval(m, t.mount)
+				r.addInterval(m, t)
 			}(start)
 			start = end
 		}
@@ -101,9 +103,13 @@ func measureReads(ctx context.Context, admin *api.Client, targets []readTarget, 
 	return results, nil
 }
 
-func (r *readResult) addInterval(m *metricInterval, mount string) {
+func (r *readResult) addInterval(m *metricInterval, t readTarget) {
 	r.intervals++
-	addSample(&r.route, m.sample(routeMetric(mount)))
+	op := "read"
+	if t.write {
+		op = "update"
+	}
+	addSample(&r.route, m.sample(routeMetric(op, t.mount)))
 	addSample(&r.handle, m.sample("vault.core.handle_request"))
 	addSample(&r.register, m.sample("vault.expire.register"))
 	r.puts += m.sample("vault.barrier.put").Count

@@ -81,8 +81,8 @@ func (rep *report) runSigns(ctx context.Context, admin *api.Client) error {
 		}
 		oauth1 := o.mount + "/sign/" + oauth1Role
 		targets := []readTarget{
-			{label: "`" + oauth1 + "` (OAuth 1.0a, HMAC-SHA1)", mount: o.mount, read: writePath(c, oauth1, map[string]any{"method": "GET", "url": signURL}, "authorization", "oauth_nonce")},
-			{label: "`" + dpop + "` (DPoP proof, ES256)", mount: o.mount, read: writePath(c, dpop, map[string]any{"method": "GET", "url": signURL}, "authorization", "dpop")},
+			{label: "`" + oauth1 + "` (OAuth 1.0a, HMAC-SHA1)", mount: o.mount, write: true, read: writePath(c, oauth1, map[string]any{"method": "GET", "url": signURL}, "authorization", "oauth_nonce")},
+			{label: "`" + dpop + "` (DPoP proof, ES256)", mount: o.mount, write: true, read: writePath(c, dpop, map[string]any{"method": "GET", "url": signURL}, "authorization", "dpop")},
 			{label: "`" + kv + "` (KV v1 read, built in)", mount: o.kvMount, read: readPath(c, kv, "authorization")},
 		}
 		logf("signs: %d clients, %d × %s per target", clients, rounds, metricsInterval)

@@ -1,7 +1,9 @@
 // Package testprovider is an in-process OAuth 2.0 authorization server for tests: it implements
 // the token endpoint (client_credentials, password, refresh_token with rotation, RFC 7523
-// jwt-bearer), every client authentication method the broker speaks, DPoP proofs and nonces
-// (RFC 9449), metadata discovery, introspection and revocation, and counts what it is asked.
+// jwt-bearer, authorization_code with PKCE, RFC 8628 device_code), an authorization endpoint that
+// signs a configured user in at once, a device authorization endpoint whose approval the test
+// controls, every client authentication method the broker speaks, DPoP proofs and nonces (RFC
+// 9449), metadata discovery, introspection and revocation, and counts what it is asked.
 package testprovider
 
 import (
@@ -24,6 +26,8 @@ type Client struct {
 	AuthMethod string
 	// PublicKey verifies private_key_jwt client assertions and RS/ES jwt-bearer assertions.
 	PublicKey any
+	// RedirectURIs are the registered redirect URIs, matched exactly.
+	RedirectURIs []string
 }
 
 // Issued describes an access token the provider issued.
@@ -62,7 +66,21 @@ type Provider struct {
 	// client and subject too, as RFC 7009 §2.1 allows.
 	RevokeGrantWithAccessToken bool
 
+	// AuthorizeSubject is the user the authorization endpoint signs in (default "alice").
+	AuthorizeSubject string
+	// AuthorizeError, when set, is the error the authorization endpoint redirects with.
+	AuthorizeError string
+	// SendIss adds iss to authorization responses (RFC 9207).
+	SendIss bool
+	// IDTokenClaims, when set, may change the claims of an ID token before it is signed.
+	IDTokenClaims func(claims map[string]any)
+	// DeviceInterval and DeviceTTL are the interval and expires_in of device authorizations.
+	DeviceInterval time.Duration
+	DeviceTTL      time.Duration
+
 	mu       sync.Mutex
+	codes    map[string]*codeGrant
+	devices  map[string]*deviceGrant
 	clients  map[string]*Client
 	users    map[string]string
 	issued   map[string]*Issued
@@ -90,10 +108,17 @@ func New(t interface{ Cleanup(func()) }) *Provider {
 		issued:             map[string]*Issued{},
 		refresh:            map[string]refreshGrant{},
 		usedJTIs:           map[string]bool{},
+		codes:              map[string]*codeGrant{},
+		devices:            map[string]*deviceGrant{},
+		AuthorizeSubject:   "alice",
+		DeviceInterval:     5 * time.Second,
+		DeviceTTL:          10 * time.Minute,
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /token", p.token)
 	mux.HandleFunc("POST /revoke", p.revoke)
+	mux.HandleFunc("GET /authorize", p.authorize)
+	mux.HandleFunc("POST /device_authorization", p.deviceAuthorization)
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
 	p.Server = httptest.NewServer(mux)
 	t.Cleanup(p.Close)
@@ -179,8 +204,10 @@ func (p *Provider) discovery(w http.ResponseWriter, _ *http.Request) {
 		"issuer":                                p.URL,
 		"token_endpoint":                        p.TokenURL(),
 		"revocation_endpoint":                   p.URL + "/revoke",
+		"authorization_endpoint":                p.URL + "/authorize",
+		"device_authorization_endpoint":         p.URL + "/device_authorization",
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none"},
-		"grant_types_supported":                 []string{"client_credentials", "password", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer"},
+		"grant_types_supported":                 []string{"client_credentials", "password", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer", "authorization_code", grantDeviceCode},
 	}
 	p.mu.Lock()
 	for k, v := range p.metadata {
@@ -245,8 +272,12 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "invalid_client", oerr.desc)
 		return
 	}
-	var subject, scope string
+	var subject, scope, nonce string
 	switch r.PostForm.Get("grant_type") {
+	case "authorization_code":
+		subject, scope, nonce, oerr = p.codeGrant(client, r)
+	case grantDeviceCode:
+		subject, scope, oerr = p.deviceGrant(client, r)
 	case "client_credentials":
 		subject, scope = client.ID, r.PostForm.Get("scope")
 	case "password":
@@ -263,10 +294,10 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, oerr.code, oerr.desc)
 		return
 	}
-	writeJSON(w, http.StatusOK, p.issue(client.ID, subject, scope, jkt, r))
+	writeJSON(w, http.StatusOK, p.issue(client.ID, subject, scope, nonce, jkt, r))
 }
 
-func (p *Provider) issue(clientID, subject, scope, jkt string, r *http.Request) map[string]any {
+func (p *Provider) issue(clientID, subject, scope, nonce, jkt string, r *http.Request) map[string]any {
 	grant := r.PostForm.Get("grant_type")
 	at := randomToken()
 	resp := map[string]any{"access_token": at, "token_type": "Bearer", "scope": scope}
@@ -288,19 +319,22 @@ func (p *Provider) issue(clientID, subject, scope, jkt string, r *http.Request) 
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.issued[at] = &Issued{ClientID: clientID, Subject: subject, Scope: scope, ExpiresAt: time.Now().Add(ttl), Params: params, JKT: jkt}
-	if p.IssueRefreshTokens && (grant == "password" || grant == "refresh_token") {
+	if p.IssueRefreshTokens && slices.Contains([]string{"password", "refresh_token", "authorization_code", grantDeviceCode}, grant) {
 		rt := randomToken()
 		p.refresh[rt] = refreshGrant{clientID: clientID, subject: subject, scope: scope}
 		resp["refresh_token"] = rt
 	}
 	if p.IDTokens && slices.Contains(strings.Fields(scope), "openid") {
 		resp["id_token"] = "id." + randomToken()
+		if grant == "authorization_code" || grant == grantDeviceCode {
+			resp["id_token"] = p.idToken(clientID, subject, nonce)
+		}
 	}
 	return resp
 }
 
 // secretParams are never recorded.
-var secretParams = []string{"client_secret", "password", "refresh_token", "assertion", "client_assertion"}
+var secretParams = []string{"client_secret", "password", "refresh_token", "assertion", "client_assertion", "code", "code_verifier", "device_code"}
 
 func (p *Provider) passwordGrant(r *http.Request) (string, string, *oauthError) {
 	user, pass := r.PostForm.Get("username"), r.PostForm.Get("password")
