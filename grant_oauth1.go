@@ -19,6 +19,10 @@ type oauth1Settings struct {
 	SignatureMethod    string `json:"signature_method,omitempty"`
 	Token              string `json:"token,omitempty"`
 	TokenSecret        string `json:"token_secret,omitempty"`
+	// The three-legged flow's endpoints (§2): a person's authorization gives the token.
+	RequestTokenURL string `json:"request_token_url,omitempty"`
+	AuthorizeURL    string `json:"authorize_url,omitempty"`
+	AccessTokenURL  string `json:"access_token_url,omitempty"`
 }
 
 // oauth1Fields are the role fields of OAuth 1.0a roles.
@@ -29,6 +33,9 @@ var oauth1Fields = map[string]*framework.FieldSchema{
 	"signature_method":     {Type: framework.TypeString, Description: "oauth1: HMAC-SHA1 (default), HMAC-SHA256, RSA-SHA1, or PLAINTEXT (https URLs only)."},
 	"token":                {Type: framework.TypeString, Description: "oauth1: the imported access token (oauth_token). Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 	"token_secret":         {Type: framework.TypeString, Description: "oauth1: the imported token secret. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+	"request_token_url":    {Type: framework.TypeString, Description: "oauth1 three-legged flow: the temporary credential request endpoint."},
+	"authorize_url":        {Type: framework.TypeString, Description: "oauth1 three-legged flow: the resource owner authorization endpoint."},
+	"access_token_url":     {Type: framework.TypeString, Description: "oauth1 three-legged flow: the token request endpoint."},
 }
 
 // oauth1ReadFields is what a role read shows of them.
@@ -39,6 +46,9 @@ var oauth1ReadFields = map[string]*framework.FieldSchema{
 	"signature_method":         {Type: framework.TypeString, Description: "oauth1: signature method."},
 	"token_set":                {Type: framework.TypeBool, Description: "oauth1: whether a token is set."},
 	"token_secret_set":         {Type: framework.TypeBool, Description: "oauth1: whether a token secret is set."},
+	"request_token_url":        {Type: framework.TypeString, Description: "oauth1: temporary credential request endpoint."},
+	"authorize_url":            {Type: framework.TypeString, Description: "oauth1: resource owner authorization endpoint."},
+	"access_token_url":         {Type: framework.TypeString, Description: "oauth1: token request endpoint."},
 }
 
 func (s *oauth1Settings) update(d *framework.FieldData) {
@@ -48,6 +58,9 @@ func (s *oauth1Settings) update(d *framework.FieldData) {
 	setString(d, "signature_method", &s.SignatureMethod)
 	setString(d, "token", &s.Token)
 	setString(d, "token_secret", &s.TokenSecret)
+	setString(d, "request_token_url", &s.RequestTokenURL)
+	setString(d, "authorize_url", &s.AuthorizeURL)
+	setString(d, "access_token_url", &s.AccessTokenURL)
 }
 
 func (s oauth1Settings) describe(data map[string]any) {
@@ -57,7 +70,13 @@ func (s oauth1Settings) describe(data map[string]any) {
 	data["signature_method"] = s.SignatureMethod
 	data["token_set"] = s.Token != ""
 	data["token_secret_set"] = s.TokenSecret != ""
+	data["request_token_url"] = s.RequestTokenURL
+	data["authorize_url"] = s.AuthorizeURL
+	data["access_token_url"] = s.AccessTokenURL
 }
+
+// threeLegged reports whether the role obtains its token through a person's authorization.
+func (s oauth1Settings) threeLegged() bool { return s.RequestTokenURL != "" }
 
 // oauth1Flow validates OAuth 1.0a roles. They sign requests and never ask a token endpoint for a
 // token, so the refresher leaves them alone and creds and rotate refuse them.
@@ -82,8 +101,17 @@ var oauth1Flow = grantFlow{
 		} else if s.ConsumerSecret == "" {
 			return fieldErrorf("consumer_secret", "signature method %s needs a consumer secret", s.SignatureMethod)
 		}
-		if s.Token == "" {
-			return fieldErrorf("token", "an oauth1 role needs the token (and token_secret) to sign with")
+		endpoints := map[string]string{"request_token_url": s.RequestTokenURL, "authorize_url": s.AuthorizeURL, "access_token_url": s.AccessTokenURL}
+		for field, u := range endpoints {
+			if err := validateEndpointURL(field, u); err != nil {
+				return err
+			}
+			if (u == "") != (s.RequestTokenURL == "") {
+				return fieldErrorf(field, "the three-legged flow needs request_token_url, authorize_url and access_token_url together")
+			}
+		}
+		if s.Token == "" && !s.threeLegged() {
+			return fieldErrorf("token", "an oauth1 role needs the token (and token_secret) to sign with, or request_token_url, authorize_url and access_token_url to obtain them")
 		}
 		if r.DPoP {
 			return fieldErrorf("dpop", "DPoP binds OAuth 2.0 tokens; an oauth1 role signs with its token secret")
@@ -105,7 +133,8 @@ func (r *roleEntry) oauth1Only() error {
 	if r.GrantType == grantOAuth1 {
 		return nil
 	}
-	for field, v := range map[string]string{"consumer_key": r.ConsumerKey, "consumer_secret": r.ConsumerSecret, "consumer_private_key": r.ConsumerPrivateKey, "signature_method": r.SignatureMethod, "token": r.Token, "token_secret": r.TokenSecret} {
+	for field, v := range map[string]string{"consumer_key": r.ConsumerKey, "consumer_secret": r.ConsumerSecret, "consumer_private_key": r.ConsumerPrivateKey, "signature_method": r.SignatureMethod, "token": r.Token, "token_secret": r.TokenSecret,
+		"request_token_url": r.RequestTokenURL, "authorize_url": r.AuthorizeURL, "access_token_url": r.AccessTokenURL} {
 		if v != "" {
 			return fieldErrorf(field, "is for grant_type=oauth1 roles only")
 		}
@@ -146,7 +175,10 @@ func (s oauth1Settings) credentials() (oauth1.Credentials, error) {
 }
 
 // signOAuth1 signs one request described by the sign/ fields.
-func (b *backend) signOAuth1(role *roleEntry, req signRequest) (map[string]any, error) {
+func (b *backend) signOAuth1(name string, role *roleEntry, req signRequest) (map[string]any, error) {
+	if role.Token == "" {
+		return nil, &notAuthorizedError{name: name, startPath: "authorize"}
+	}
 	u, err := parseRequestURL(req.url)
 	if err != nil {
 		return nil, err

@@ -50,6 +50,8 @@ func pathCallback(b *backend) *framework.Path {
 			"iss":               {Type: framework.TypeString, Description: "The provider's issuer identifier, when it sends one (RFC 9207)."},
 			"error":             {Type: framework.TypeString, Description: "The provider's error code, when the authorization failed."},
 			"error_description": {Type: framework.TypeString, Description: "The provider's description of the error."},
+			"oauth_token":       {Type: framework.TypeString, Description: "OAuth 1.0a: the temporary credentials the person authorized."},
+			"oauth_verifier":    {Type: framework.TypeString, Description: "OAuth 1.0a: the verification code. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation:   named(forwarded(read), "complete", "authorization-in-browser"),
@@ -61,11 +63,17 @@ func pathCallback(b *backend) *framework.Path {
 }
 
 func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	target, err := b.loadRoleTarget(ctx, req, d, true)
+	target, err := b.loadRoleTarget(ctx, req, d, false)
 	if err != nil {
 		return errorResponse(err)
 	}
 	name, role, cfg := target.name, target.role, target.cfg
+	if role.GrantType == grantOAuth1 {
+		return b.authorizeOAuth1(ctx, req.Storage, target)
+	}
+	if cfg == nil {
+		return errorResponse(errNoConfig)
+	}
 	if role.GrantType != grantAuthorizationCode {
 		return errorResponse(fieldErrorf("grant_type", "role %q performs the %s grant; authorize/<name> starts authorization_code roles", name, role.GrantType))
 	}
@@ -141,6 +149,9 @@ var errUnknownState = badCallback("the state is unknown, was already used, or be
 // complete finishes the authorization code flow the state names and returns the role's name and
 // its new authorization. The state is used up first, so that it works once whatever follows.
 func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.FieldData) (string, *authorization, error) {
+	if _, ok := d.GetOk("oauth_token"); ok {
+		return b.completeOAuth1(ctx, s, d)
+	}
 	state := d.Get("state").(string)
 	if state == "" {
 		return "", nil, badCallback("state is missing")
@@ -148,7 +159,7 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	if len(state) > 512 {
 		return "", nil, errUnknownState
 	}
-	name, p, err := b.consumeState(ctx, s, stateDigest(state))
+	name, p, err := b.consumeState(ctx, s, stateDigest(state), kindCode)
 	if err != nil {
 		return name, nil, err
 	}
@@ -215,7 +226,7 @@ func (b *backend) authorized(ctx context.Context, s logical.Storage, name string
 }
 
 // consumeState uses up the state's pending authorization and returns it with its role.
-func (b *backend) consumeState(ctx context.Context, s logical.Storage, digest string) (string, *pendingAuthorization, error) {
+func (b *backend) consumeState(ctx context.Context, s logical.Storage, digest, kind string) (string, *pendingAuthorization, error) {
 	se, err := readEntry[stateEntry](ctx, s, statePrefix+digest)
 	if err != nil {
 		return "", nil, err
@@ -231,7 +242,7 @@ func (b *backend) consumeState(ctx context.Context, s logical.Storage, digest st
 	if err != nil {
 		return name, nil, err
 	}
-	if p == nil || p.Kind != kindCode || p.StateDigest != digest {
+	if p == nil || p.Kind != kind || p.StateDigest != digest {
 		return name, nil, errUnknownState
 	}
 	if !b.now().Before(p.ExpiresAt) {

@@ -68,7 +68,7 @@ func (b *backend) pathSignWrite(ctx context.Context, req *logical.Request, d *fr
 	var data map[string]any
 	switch {
 	case role.GrantType == grantOAuth1:
-		data, err = b.signOAuth1(role, sr)
+		data, err = b.signOAuth1(target.name, role, sr)
 	case role.DPoP:
 		if target.cfg == nil {
 			return errorResponse(errNoConfig)
@@ -94,7 +94,8 @@ func (b *backend) pathSignWrite(ctx context.Context, req *logical.Request, d *fr
 		return errorResponse(fieldErrorf("name", "role %q sends bearer tokens, which need no signature: read <mount>/creds/%s (or set dpop=true on it)", target.name, target.name))
 	}
 	if err != nil {
-		return errorResponse(err)
+		resp, err := errorResponse(err)
+		return withMount(resp, req.MountPoint), err
 	}
 	return &logical.Response{Data: data}, nil
 }

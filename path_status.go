@@ -38,7 +38,7 @@ func (b *backend) pathRoleStatusRead(ctx context.Context, req *logical.Request, 
 		return nil, err
 	}
 	data := b.roleStatus(target.name, target.role, tok, target.cfg)
-	if grantFlows[target.role.GrantType].startPath != "" {
+	if grantFlows[target.role.GrantType].startPath != "" || target.role.threeLegged() {
 		p, err := b.pending(ctx, req.Storage, target.name)
 		if err != nil {
 			return nil, err

@@ -4,6 +4,7 @@
 package oauth1
 
 import (
+	"context"
 	"crypto"
 	"crypto/hmac"
 	"crypto/rand"
@@ -14,11 +15,14 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Signature methods (RFC 5849 §3.4; HMAC-SHA256 as the providers that moved on from SHA-1 name it).
@@ -256,4 +260,68 @@ func newNonce() (string, error) {
 		return "", err
 	}
 	return base64.RawURLEncoding.EncodeToString(buf[:]), nil
+}
+
+// maxResponseBytes caps what is read of a credentials response; one is a few hundred bytes.
+const maxResponseBytes = 64 << 10
+
+// Obtain performs a request of the three-legged flow (§2.1 temporary credentials, §2.3 token
+// credentials): a POST to endpoint signed with c (and protocol, such as oauth_callback or
+// oauth_verifier), whose form-encoded answer holds oauth_token and oauth_token_secret. Errors
+// carry no secret: the status and the start of the answer only.
+func Obtain(ctx context.Context, hc *http.Client, endpoint string, c Credentials, protocol []Param, now time.Time) (token, secret string, answer url.Values, err error) {
+	signed, err := Sign(c, Request{Method: http.MethodPost, URL: endpoint, Protocol: protocol, Timestamp: now.Unix()})
+	if err != nil {
+		return "", "", nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(""))
+	if err != nil {
+		return "", "", nil, err
+	}
+	req.Header.Set("Authorization", signed.Authorization)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", "", nil, fmt.Errorf("POST %s: %w", hostOf(endpoint), err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return "", "", nil, fmt.Errorf("reading the answer of %s: %w", hostOf(endpoint), err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", "", nil, fmt.Errorf("%s answered HTTP %d: %s", hostOf(endpoint), resp.StatusCode, clip(string(body), 200))
+	}
+	answer, err = url.ParseQuery(string(body))
+	if err != nil {
+		return "", "", nil, fmt.Errorf("%s answered something that is not form-encoded", hostOf(endpoint))
+	}
+	token, secret = answer.Get("oauth_token"), answer.Get("oauth_token_secret")
+	if token == "" || secret == "" {
+		return "", "", nil, fmt.Errorf("%s answered without oauth_token or oauth_token_secret", hostOf(endpoint))
+	}
+	return token, secret, answer, nil
+}
+
+// hostOf names an endpoint by scheme and host, so that an error never repeats a query.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "the endpoint"
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// clip bounds server-sent text and drops control characters so it cannot forge log lines.
+func clip(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if r := []rune(s); len(r) > n {
+		return string(r[:n]) + "…"
+	}
+	return s
 }
