@@ -25,7 +25,7 @@ func pathAuthorize(b *backend) *framework.Path {
 		},
 		Fields: map[string]*framework.FieldSchema{"name": nameField},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: forwarded(operation("Start the authorization code flow of an authorization_code role: the URL to open in a browser.", b.pathAuthorizeWrite, http.StatusOK, authorizeFields)),
+			logical.UpdateOperation: forwarded(operation("Start the authorization code flow of an authorization_code role, or the three-legged flow of an oauth1 role: the URL to open in a browser.", b.pathAuthorizeWrite, http.StatusOK, authorizeFields)),
 		},
 		HelpSynopsis:    pathAuthorizeHelpSyn,
 		HelpDescription: pathAuthorizeHelpDesc,
@@ -354,6 +354,11 @@ the redirect URI with a code and the state. If that is Vault's callback path
 (https://<vault>/v1/<mount>/callback), the role is authorized at once; otherwise paste code and
 state into "vault write <mount>/callback code=... state=...".
 
+For an oauth1 role with request_token_url, it obtains OAuth 1.0a temporary credentials (with
+oauth_callback set to the redirect URI, or "oob") and answers the authorize_url to open; the
+callback then brings oauth_token and oauth_verifier, and the token credentials are stored on the
+role.
+
 The state is 256 random bits, works once, for this role and redirect URI only, and expires after
 10 minutes. A new authorize for the role replaces the pending one. After the authorization the
 role lives on the refresh token it gave, exactly as a refresh_token role does; authorizing an
@@ -368,7 +373,8 @@ https://<vault>/v1/<mount>/callback as the redirect URI) with code and state, or
 error_description. The plugin checks the state (known, unexpired, unused), checks iss when the
 provider sends it (RFC 9207), exchanges the code with the PKCE verifier, and answers a small HTML
 page naming the role now connected. A write with code and state does the same for a code pasted
-by hand (a redirect URI that is not Vault) and answers JSON.
+by hand (a redirect URI that is not Vault) and answers JSON. OAuth 1.0a roles complete with
+oauth_token and oauth_verifier instead of code and state.
 
 An unknown, expired, replayed or replaced state, a provider error, a refused code or a token
 response without a refresh token is a 400 and changes nothing. Failed browser callbacks are

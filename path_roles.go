@@ -287,7 +287,11 @@ which a person authorizes once through "authorize/<name>" or "device/<name>"), t
 (client_id, client_secret, auth_method and client_key override the config's defaults), the scopes,
 audience, resource and any extra token_params, and the grant's own inputs.
 
-Secrets (client_secret, client_key, password, refresh_token, assertion_key, secret_token_params)
+An oauth1 role holds OAuth 1.0a credentials (consumer_key, consumer_secret or consumer_private_key,
+token and token_secret, or the three-legged flow's endpoints) and signs requests at sign/<name>.
+
+Secrets (client_secret, client_key, password, refresh_token, assertion_key, secret_token_params,
+consumer_secret, consumer_private_key, token, token_secret)
 are write-only: a read shows whether each is set, never its value. Changing anything that affects
 the token request (not the value of a secret) replaces the cached token at the next read; writing
 a field with the value it already has changes nothing. For the refresh_token grant, the refresh

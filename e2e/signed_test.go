@@ -189,6 +189,50 @@ func TestSignedOAuth1(t *testing.T) {
 		})
 	}
 
+	t.Run("three-legged", func(t *testing.T) {
+		consumerKey, consumerSecret := "ck-3l-"+randSuffix(), "cs-3l-"+randSuffix()+randSuffix()
+		rememberSecret(kindConsumerSecret, consumerSecret)
+		postJSON(t, server+"/test/consumers", map[string]any{"consumer_key": consumerKey, "consumer_secret": consumerSecret})
+		callback := env.vaultAddr + "/v1/" + mount + "/callback"
+		mustWrite(t, env.client, mount+"/roles/three-legged", map[string]any{
+			"grant_type": "oauth1", "consumer_key": consumerKey, "consumer_secret": consumerSecret,
+			"request_token_url": server + "/oauth/request_token", "authorize_url": server + "/oauth/authorize",
+			"access_token_url": server + "/oauth/access_token", "redirect_uri": callback,
+		})
+		target := server + "/1.1/account/settings.json"
+		if _, code, msg := vaultWrite(t, env.client, mount+"/sign/three-legged", map[string]any{"url": target}); code != http.StatusBadRequest || !strings.Contains(msg, "authorize/three-legged") {
+			t.Fatalf("sign before the authorization: HTTP %d %s", code, msg)
+		}
+		started := mustWrite(t, env.client, mount+"/authorize/three-legged", map[string]any{})
+		// The person's browser: the server approves and redirects to Vault's callback, which
+		// needs no Vault token.
+		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noFollow.Get(str(started.Data["auth_url"]))
+		must(t, err)
+		resp.Body.Close()
+		location := resp.Header.Get("Location")
+		if resp.StatusCode != http.StatusFound || !strings.HasPrefix(location, callback+"?") {
+			t.Fatalf("authorization: HTTP %d, Location %q", resp.StatusCode, location)
+		}
+		resp, err = noFollow.Get(location)
+		must(t, err)
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		recordText("callback page", string(page))
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(page), "three-legged") {
+			t.Fatalf("callback: HTTP %d %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), page)
+		}
+		if st := mustRead(t, env.client, mount+"/roles/three-legged/status"); st.Data["authorization"] != "authorized" {
+			t.Fatalf("status after the callback: %v", st.Data)
+		}
+		stored := rawRole(t, mount, "three-legged")
+		rememberSecret(kindTokenSecret, str(stored["token_secret"]))
+		s := mustWrite(t, env.client, mount+"/sign/three-legged", map[string]any{"url": target})
+		if code, _, out := send(t, "GET", target, "", "", map[string]string{"Authorization": str(s.Data["authorization"])}); code != http.StatusOK || out["token"] != stored["token"] {
+			t.Fatalf("request signed with the token the flow obtained: HTTP %d %v", code, out)
+		}
+	})
+
 	// The README's policy: an application that may only sign.
 	signer := newClientWithPolicy(t, "signer-"+randSuffix(), `path "`+mount+`/sign/*" { capabilities = ["update"] }`)
 	target := server + "/1.1/account/verify_credentials.json"
@@ -305,8 +349,19 @@ func userinfoEndpoint(t *testing.T) string {
 }
 
 // rememberDPoPKey registers for the leak scan the DPoP key the plugin generated, which no answer
-// shows: it is read from the mount's raw storage (the test Vault enables sys/raw).
+// shows.
 func rememberDPoPKey(t *testing.T, mount, role string) {
+	t.Helper()
+	key := str(rawRole(t, mount, role)["dpop_key"])
+	if !strings.Contains(key, "PRIVATE KEY") {
+		t.Fatal("the stored role holds no DPoP key")
+	}
+	rememberSecret(kindPrivateKey, key)
+}
+
+// rawRole is the role as the plugin stored it, read through sys/raw (the test Vault enables it):
+// secrets that no answer shows, for the leak scan.
+func rawRole(t *testing.T, mount, role string) map[string]any {
 	t.Helper()
 	m, err := env.client.Sys().GetMount(mount)
 	must(t, err)
@@ -314,12 +369,7 @@ func rememberDPoPKey(t *testing.T, mount, role string) {
 	if err != nil || raw == nil {
 		t.Fatalf("reading the stored role through sys/raw: %v", err)
 	}
-	var entry struct {
-		DPoPKey string `json:"dpop_key"`
-	}
+	entry := map[string]any{}
 	must(t, json.Unmarshal([]byte(str(raw.Data["value"])), &entry))
-	if !strings.Contains(entry.DPoPKey, "PRIVATE KEY") {
-		t.Fatal("the stored role holds no DPoP key")
-	}
-	rememberSecret(kindPrivateKey, entry.DPoPKey)
+	return entry
 }

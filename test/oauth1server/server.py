@@ -9,6 +9,9 @@ a protected resource that answers 200 with what it verified, or 401 with why it 
 Endpoints:
   POST /test/consumers  {"consumer_key", "consumer_secret", "rsa_public_key"}
   POST /test/tokens     {"consumer_key", "token", "token_secret"}
+  POST /oauth/request_token, GET /oauth/authorize, POST /oauth/access_token
+                        the three-legged flow (section 2); authorize approves at once and
+                        redirects to the oauth_callback with oauth_token and oauth_verifier
   any other             a protected resource
 
 Checks on a protected request: an OAuth Authorization header, oauth_version 1.0 if sent, a known
@@ -19,11 +22,12 @@ oauthlib does not know) against the body when present.
 import base64
 import hashlib
 import json
+import secrets
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from oauthlib.oauth1.rfc5849 import signature
 
@@ -34,14 +38,16 @@ lock = threading.Lock()
 consumers = {}  # key -> {"secret", "rsa_public_key"}
 tokens = {}  # token -> {"consumer_key", "secret"}
 nonces = set()
+temporary = {}  # temporary credentials -> {"consumer_key", "secret", "callback", "verifier"}
 
 
 class Req:
     """The request as oauthlib's verify functions read it."""
 
 
-def verify(method, uri, headers, body):
-    """Returns (consumer_key, token, params) or raises ValueError naming the failure."""
+def verify(method, uri, headers, body, token_store=None):
+    """Returns (consumer_key, token, params) or raises ValueError naming the failure. The token
+    is looked up in token_store (default: the token credentials); "none" expects no token."""
     auth = headers.get("Authorization", "")
     if not auth.startswith("OAuth "):
         raise ValueError("no OAuth Authorization header")
@@ -58,7 +64,10 @@ def verify(method, uri, headers, body):
             raise ValueError("missing " + required)
     with lock:
         consumer = consumers.get(oauth["oauth_consumer_key"])
-        token = tokens.get(oauth.get("oauth_token", ""))
+        if token_store == "none":
+            token = {"consumer_key": oauth["oauth_consumer_key"], "secret": ""}
+        else:
+            token = (token_store or tokens).get(oauth.get("oauth_token", ""))
     if consumer is None:
         raise ValueError("unknown consumer")
     if token is None or token["consumer_key"] != oauth["oauth_consumer_key"]:
@@ -133,12 +142,64 @@ class Handler(BaseHTTPRequestHandler):
                 tokens[t["token"]] = {"consumer_key": t["consumer_key"], "secret": t["token_secret"]}
             return self.answer(200, {})
         uri = "http://%s%s" % (self.headers.get("Host"), self.path)
+        if self.path.startswith("/oauth/"):
+            return self.three_legged(uri, body)
         try:
             consumer_key, token, params = verify(self.command, uri, self.headers, body)
         except ValueError as err:
             return self.answer(401, {"error": str(err)})
         return self.answer(200, {"consumer_key": consumer_key, "token": token,
                                  "params": [[k, v] for k, v in params if not k.startswith("oauth_")]})
+
+    def three_legged(self, uri, body):
+        path = urlsplit(self.path).path
+        if self.command == "GET" and path == "/oauth/authorize":
+            token = parse_qs(urlsplit(self.path).query).get("oauth_token", [""])[0]
+            with lock:
+                t = temporary.get(token)
+                if t is not None:
+                    t["verifier"] = secrets.token_urlsafe(16)
+            if t is None:
+                return self.answer(400, {"error": "unknown oauth_token"})
+            sep = "&" if "?" in t["callback"] else "?"
+            self.send_response(302)
+            self.send_header("Location", t["callback"] + sep + urlencode(
+                {"oauth_token": token, "oauth_verifier": t["verifier"]}))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        try:
+            if self.command == "POST" and path == "/oauth/request_token":
+                consumer_key, _, params = verify(self.command, uri, self.headers, body, "none")
+                callback = dict(params).get("oauth_callback", "")
+                if not callback:
+                    raise ValueError("oauth_callback is required")
+                token, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+                with lock:
+                    temporary[token] = {"consumer_key": consumer_key, "secret": secret,
+                                        "callback": callback, "verifier": ""}
+                return self.form({"oauth_token": token, "oauth_token_secret": secret,
+                                  "oauth_callback_confirmed": "true"})
+            if self.command == "POST" and path == "/oauth/access_token":
+                consumer_key, token, params = verify(self.command, uri, self.headers, body, temporary)
+                with lock:
+                    t = temporary.pop(token)
+                    if not t["verifier"] or dict(params).get("oauth_verifier") != t["verifier"]:
+                        raise ValueError("bad oauth_verifier")
+                    issued, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
+                    tokens[issued] = {"consumer_key": consumer_key, "secret": secret}
+                return self.form({"oauth_token": issued, "oauth_token_secret": secret})
+        except ValueError as err:
+            return self.answer(401, {"error": str(err)})
+        return self.answer(404, {"error": "no such endpoint"})
+
+    def form(self, values):
+        raw = urlencode(values).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", FORM)
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = handle_any
 
