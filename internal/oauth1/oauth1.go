@@ -190,6 +190,8 @@ func BaseString(method, rawURL string, params []Param) (string, error) {
 	return strings.ToUpper(method) + "&" + Encode(uri) + "&" + Encode(NormalizeParameters(all)), nil
 }
 
+var defaultPorts = map[string]string{"http": "80", "https": "443"}
+
 // BaseStringURI is §3.4.1.2: scheme and host in lower case, the port only when it is not the
 // scheme's default, the path (at least "/"), no query or fragment.
 func BaseStringURI(u *url.URL) (string, error) {
@@ -204,7 +206,7 @@ func BaseStringURI(u *url.URL) (string, error) {
 	if strings.Contains(host, ":") {
 		host = "[" + host + "]"
 	}
-	if port := u.Port(); port != "" && !(scheme == "http" && port == "80" || scheme == "https" && port == "443") {
+	if port := u.Port(); port != "" && port != defaultPorts[scheme] {
 		host = net.JoinHostPort(strings.Trim(host, "[]"), port)
 	}
 	path := u.EscapedPath()
