@@ -80,7 +80,8 @@ var dpopStatusFields = map[string]*framework.FieldSchema{
 }
 
 // signDPoP answers sign/ for a DPoP role: the token as the Authorization header and a proof
-// bound to it for the described request (RFC 9449 §7.1).
+// bound to it for the described request (RFC 9449 §7.1). A provider that ignored the proofs
+// issued a bearer token, which goes out under its own scheme (with a warning).
 func (b *backend) signDPoP(role *roleEntry, tok *tokenEntry, req signRequest) (map[string]any, error) {
 	u, err := parseRequestURL(req.url)
 	if err != nil {
@@ -95,7 +96,7 @@ func (b *backend) signDPoP(role *roleEntry, tok *tokenEntry, req signRequest) (m
 		return nil, err
 	}
 	return map[string]any{
-		"authorization": "DPoP " + tok.AccessToken,
+		"authorization": tok.TokenType + " " + tok.AccessToken,
 		"dpop":          proof,
 		"expires_at":    rfc3339(tok.ExpiresAt),
 	}, nil

@@ -116,6 +116,16 @@ func TestSignDPoPProofForRequest(t *testing.T) {
 	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "sign/app", map[string]any{"url": target, "params": "a=1"}), "params")
 }
 
+func TestSignDPoPWithProviderThatIgnoresProofs(t *testing.T) {
+	p, b, s := dpopRole(t)
+	p.IgnoreDPoP = true
+	resp := mustSucceed(t, request(t, b, s, logical.UpdateOperation, "sign/app", map[string]any{"url": "https://api.example.com/"}))
+	at := readCreds(t, b, s, "app", nil).Data["access_token"].(string)
+	if resp.Data["authorization"] != "Bearer "+at || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "ignored the proofs") {
+		t.Fatalf("sign with a bearer token: %v, warnings %v", resp.Data["authorization"], resp.Warnings)
+	}
+}
+
 func TestDPoPToggleChangesKeyAndToken(t *testing.T) {
 	p := newProviderWithClient(t)
 	b, s := configured(t, p)

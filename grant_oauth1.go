@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"crypto/rsa"
+	"encoding/base64"
 	"errors"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -215,7 +216,7 @@ func checkBodyHash(value, method string) (string, error) {
 	if size == 0 {
 		return "", fieldErrorf("body_hash", "oauth_body_hash is not defined for PLAINTEXT")
 	}
-	if raw, err := decodeBase64(value); err != nil || len(raw) != size {
+	if raw, err := base64.StdEncoding.DecodeString(value); err != nil || len(raw) != size {
 		return "", fieldErrorf("body_hash", "must be the base64 %d-byte digest of the body (the hash of %s)", size, method)
 	}
 	return value, nil

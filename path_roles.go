@@ -198,6 +198,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	}
 	b.cache.roles.drop(name)
 	b.forget(name)
+	b.dpopNonces.Delete(name)
 	b.metrics.forgetRole(name)
 	return nil, nil
 }

@@ -2,7 +2,7 @@ package oauth
 
 import (
 	"context"
-	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -89,6 +89,9 @@ func (b *backend) pathSignWrite(ctx context.Context, req *logical.Request, d *fr
 		for _, w := range out.warnings(b.now(), 0) {
 			resp.AddWarning(w)
 		}
+		if out.token.TokenType != "DPoP" {
+			resp.AddWarning(fmt.Sprintf("the provider issued a %s token, not a DPoP-bound one: it ignored the proofs (does it support DPoP?)", out.token.TokenType))
+		}
 		return resp, nil
 	default:
 		return errorResponse(fieldErrorf("name", "role %q sends bearer tokens, which need no signature: read <mount>/creds/%s (or set dpop=true on it)", target.name, target.name))
@@ -170,10 +173,6 @@ func validMethod(m string) bool {
 		}
 	}
 	return true
-}
-
-func decodeBase64(s string) ([]byte, error) {
-	return base64.StdEncoding.DecodeString(s)
 }
 
 // signFields is what sign/ answers.

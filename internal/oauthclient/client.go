@@ -205,11 +205,14 @@ func expiresIn(tok *oauth2.Token) (time.Duration, error) {
 	return time.Duration(min(secs, math.MaxInt32)) * time.Second, nil
 }
 
-// normalizeTokenType maps "bearer" (as some providers send it) and a missing type to "Bearer"
-// (RFC 6750 §4: the type is case insensitive).
+// normalizeTokenType maps "bearer" (as some providers send it) and a missing type to "Bearer",
+// and "dpop" to "DPoP" (RFC 6750 §4, RFC 9449 §5: the type is case insensitive).
 func normalizeTokenType(t string) string {
-	if t == "" || strings.EqualFold(t, "bearer") {
+	switch {
+	case t == "" || strings.EqualFold(t, "bearer"):
 		return "Bearer"
+	case strings.EqualFold(t, "dpop"):
+		return "DPoP"
 	}
 	return t
 }

@@ -66,7 +66,7 @@ func (p *Provider) VerifyProof(proof, method, uri, accessToken, nonce string) (s
 // without a proof), or whether it answered the request with an error itself.
 func (p *Provider) tokenDPoP(w http.ResponseWriter, r *http.Request) (jkt string, answered bool) {
 	header := r.Header.Values("DPoP")
-	if len(header) == 0 {
+	if len(header) == 0 || p.IgnoreDPoP {
 		return "", false
 	}
 	if len(header) > 1 {

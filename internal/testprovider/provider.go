@@ -65,6 +65,8 @@ type Provider struct {
 	// RevokeGrantWithAccessToken makes revoking an access token revoke the refresh tokens of its
 	// client and subject too, as RFC 7009 §2.1 allows.
 	RevokeGrantWithAccessToken bool
+	// IgnoreDPoP makes the token endpoint ignore DPoP proofs, as a provider without DPoP does.
+	IgnoreDPoP bool
 
 	// AuthorizeSubject is the user the authorization endpoint signs in (default "alice").
 	AuthorizeSubject string
