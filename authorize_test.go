@@ -115,8 +115,11 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 	mustFailNaming(t, resp, "vault write -force <mount>/authorize/app")
 	resp = withMount(request(t, e.b, e.s, logical.ReadOperation, "creds/app", nil), "oauth/")
 	mustFailNaming(t, resp, "vault write -force oauth/authorize/app")
-	if got := e.status(t, "app")["authorization"]; got != "pending" {
-		t.Fatalf("authorization before any flow = %v", got)
+	// Waiting for a person is no failure, and leaves the refresher nothing to do.
+	initialize(t, e.b, e.s)
+	tick(t, e.b, e.s)
+	if st := e.status(t, "app"); st["authorization"] != "pending" || st["last_error"] != "" || st["failures"] != int64(0) || st["next_refresh"] != "" || e.p.Requests() != 0 {
+		t.Fatalf("status before any flow: %v (%d token requests)", st, e.p.Requests())
 	}
 
 	authURL, state := e.authorize(t, "app")
@@ -146,7 +149,7 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 		t.Fatalf("callback page %d: %s", status, body)
 	}
 	st := e.status(t, "app")
-	if st["authorization"] != "authorized" || st["sub"] != "alice" || st["authorized_at"] == "" {
+	if st["authorization"] != "authorized" || st["sub"] != "alice" || st["authorized_at"] == "" || st["next_refresh"] == "" {
 		t.Fatalf("status after the callback: %v", st)
 	}
 	at := readCreds(t, e.b, e.s, "app", nil).Data["access_token"].(string)
@@ -165,11 +168,18 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 	}
 }
 
-// The pasted completion answers JSON and needs the same state.
+// The pasted completion answers JSON and needs the same state; iss, which a browser's redirect
+// must carry when the provider promises it, is checked only when pasted too.
 func TestAuthorizationCodePasted(t *testing.T) {
 	e := newCodeEnv(t)
+	e.p.SetMetadata(map[string]any{"authorization_response_iss_parameter_supported": true})
+	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{"issuer": e.p.URL + "/"}))
+	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{"issuer": e.p.URL}))
 	authURL, _ := e.authorize(t, "app")
 	back := browse(t, authURL)
+	mustFailNaming(t, request(t, e.b, e.s, logical.UpdateOperation, "callback", map[string]any{"code": back.Get("code"), "state": back.Get("state"), "iss": "https://elsewhere.example"}), "RFC 9207")
+	authURL, _ = e.authorize(t, "app")
+	back = browse(t, authURL)
 	resp := mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "callback", map[string]any{"code": back.Get("code"), "state": back.Get("state")}))
 	if resp.Data["role"] != "app" || resp.Data["sub"] != "alice" || resp.Data["authorized_at"] == "" {
 		t.Fatalf("pasted completion answered %v", resp.Data)
@@ -220,7 +230,7 @@ func TestCallbackFailuresChangeNothing(t *testing.T) {
 			_, otherState := e.authorize(t, "other")
 			back.Set("state", otherState)
 			return back
-		}, "refused the code"},
+		}, "exchanging the code"},
 		{"role deleted and created again", func(t *testing.T, e *codeEnv) url.Values {
 			authURL, _ := e.authorize(t, "app")
 			back := browse(t, authURL)
@@ -238,7 +248,7 @@ func TestCallbackFailuresChangeNothing(t *testing.T) {
 			back := browse(t, authURL)
 			back.Set("code", back.Get("code")+"x")
 			return back
-		}, "refused the code"},
+		}, "exchanging the code"},
 		{"wrong iss", func(t *testing.T, e *codeEnv) url.Values {
 			authURL, _ := e.authorize(t, "app")
 			back := browse(t, authURL)
@@ -308,7 +318,7 @@ func TestCallbackFailuresChangeNothing(t *testing.T) {
 	}
 }
 
-// Failed browser callbacks are rate-limited; the authenticated paste is not.
+// Failed callbacks are rate-limited, pasted or from a browser: both need no token.
 func TestCallbackRateLimit(t *testing.T) {
 	e := newCodeEnv(t)
 	clock := clockOf(e.b)
@@ -327,10 +337,19 @@ func TestCallbackRateLimit(t *testing.T) {
 	if status, _ := e.callback(t, good); status != http.StatusTooManyRequests {
 		t.Fatalf("a good callback while limited answered %d", status)
 	}
-	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "callback", map[string]any{"code": good.Get("code"), "state": good.Get("state")}))
+	pasted := request(t, e.b, e.s, logical.UpdateOperation, "callback", map[string]any{"code": good.Get("code"), "state": good.Get("state")})
+	if pasted.Data[logical.HTTPStatusCode] != http.StatusTooManyRequests {
+		t.Fatalf("a pasted callback while limited answered %v", pasted.Data)
+	}
 	clock.Advance(callbackRefill)
+	if status, _ := e.callback(t, good); status != http.StatusOK {
+		t.Fatalf("after the refill the good callback answered %d", status)
+	}
 	if status, _ := e.callback(t, bad); status != http.StatusBadRequest {
 		t.Fatalf("after the refill: %d", status)
+	}
+	if status, _ := e.callback(t, bad); status != http.StatusTooManyRequests {
+		t.Fatalf("the refill allowed more than one failure: %d", status)
 	}
 }
 

@@ -206,3 +206,33 @@ func TestDevicePollOnlyWhereWriteSafe(t *testing.T) {
 	}
 	e.advance(t, 0, 1, "authorized", "")
 }
+
+// A device flow started while the role is deleted stores nothing and polls nothing.
+func TestDeviceStartRacingDelete(t *testing.T) {
+	e := newDeviceEnv(t)
+	reached, release := make(chan struct{}), make(chan struct{})
+	e.p.Intercept = func(_ http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path == "/device_authorization" {
+			close(reached)
+			<-release
+		}
+		return false
+	}
+	done := make(chan *logical.Response)
+	go func() {
+		resp, _ := requestErr(e.b, e.s, logical.UpdateOperation, "device/app", nil)
+		done <- resp
+	}()
+	<-reached
+	mustSucceed(t, request(t, e.b, e.s, logical.DeleteOperation, "roles/app", nil))
+	close(release)
+	mustFailNaming(t, <-done, "deleted or changed")
+	if keys, _ := e.s.List(context.Background(), authzPrefix); len(keys) != 0 {
+		t.Fatalf("a flow was stored for the deleted role: %v", keys)
+	}
+	before := e.p.Requests()
+	e.clock.Advance(time.Minute)
+	if e.p.Requests() != before {
+		t.Fatal("the deleted role's flow was polled")
+	}
+}

@@ -62,7 +62,7 @@ func withMount(resp *logical.Response, mount string) *logical.Response {
 func errorResponse(err error) (*logical.Response, error) {
 	var fe *fieldError
 	var nae *notAuthorizedError
-	if errors.As(err, &fe) || errors.As(err, &nae) || errors.Is(err, errNoConfig) || errors.Is(err, errRoleChanged) || errors.Is(err, errStrandedRefreshToken) {
+	if errors.As(err, &fe) || errors.As(err, &nae) || errors.Is(err, errNoConfig) || errors.Is(err, errRoleChanged) || errors.Is(err, errStrandedRefreshToken) || errors.Is(err, errStaleAuthorization) {
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	return nil, err

@@ -164,11 +164,11 @@ func (b *backend) grant(ctx context.Context, s logical.Storage, name string, min
 
 	sent := time.Now()
 	tok, err := b.requestToken(ctx, name, cfg, role, bd, current)
-	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
 	if nae := (*notAuthorizedError)(nil); errors.As(err, &nae) {
-		// Nothing failed: the role waits for a person, which its status shows.
+		// Nothing was asked of the provider: the role waits for a person, as its status shows.
 		return grantOutcome{err: err}
 	}
+	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
 	if err != nil {
 		return b.failed(ctx, s, name, bd.access, current, err)
 	}

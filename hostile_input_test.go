@@ -195,6 +195,19 @@ func hostileCases(t *testing.T) []hostileCase {
 		{name: "rotate/name too long", op: logical.UpdateOperation, path: "rotate/" + strings.Repeat("r", 200), field: "name"},
 		{name: "rotate/unknown role", op: logical.UpdateOperation, path: "rotate/missing", field: "name"},
 		{name: "rotate/unknown field", op: logical.UpdateOperation, path: "rotate/app", data: map[string]any{"revoke": false}, field: "revoke"},
+		{name: "authorize/name too long", op: logical.UpdateOperation, path: "authorize/" + strings.Repeat("r", 200), field: "name"},
+		{name: "authorize/unknown role", op: logical.UpdateOperation, path: "authorize/missing", field: "name"},
+		{name: "authorize/unknown field", op: logical.UpdateOperation, path: "authorize/app", data: map[string]any{"scope": "x"}, field: "scope"},
+		{name: "authorize/not an authorization_code role", op: logical.UpdateOperation, path: "authorize/app", field: "grant_type"},
+		{name: "device/unknown role", op: logical.UpdateOperation, path: "device/missing", field: "name"},
+		{name: "device/not a device_code role", op: logical.UpdateOperation, path: "device/app", field: "grant_type"},
+		{name: "callback/code twice", op: logical.UpdateOperation, path: "callback", data: map[string]any{"code": []any{"code-value-one", "code-value-two"}, "state": "s"}, field: "code"},
+		{name: "callback/state twice", op: logical.UpdateOperation, path: "callback", data: map[string]any{"code": "c", "state": []any{"state-value-one", "state-value-two"}}, field: "state"},
+		{name: "callback/unknown field", op: logical.UpdateOperation, path: "callback", data: map[string]any{"code": "code-value-one", "state": "state-value-one", "verifier": "v"}, field: "verifier"},
+		{name: "role/auth_params reserved", op: logical.UpdateOperation, path: "roles/app", data: map[string]any{"auth_params": "code_challenge=x"}, field: "auth_params"},
+		{name: "role/auth_params not pairs", op: logical.UpdateOperation, path: "roles/app", data: map[string]any{"auth_params": "offline"}, field: "auth_params"},
+		{name: "role/redirect_uri fragment", op: logical.UpdateOperation, path: "roles/app", data: map[string]any{"redirect_uri": "https://vault.example/cb#x"}, field: "redirect_uri"},
+		{name: "config/redirect_uri not a URL", op: logical.UpdateOperation, path: "config", data: map[string]any{"redirect_uri": "callback"}, field: "redirect_uri"},
 	}...)
 }
 

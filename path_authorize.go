@@ -148,7 +148,9 @@ var errUnknownState = badCallback("the state is unknown, was already used, or be
 
 // complete finishes the authorization code flow the state names and returns the role's name and
 // its new authorization. The state is used up first, so that it works once whatever follows.
-func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.FieldData) (string, *authorization, error) {
+// fromBrowser marks the browser's redirect, which must carry iss when the provider promises it;
+// a pasted code is checked against an iss only when one is pasted with it.
+func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.FieldData, fromBrowser bool) (string, *authorization, error) {
 	if _, ok := d.GetOk("oauth_token"); ok {
 		return b.completeOAuth1(ctx, s, d)
 	}
@@ -181,7 +183,7 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	if role == nil || cfg == nil || role.Incarnation != p.Incarnation || role.GrantType != grantAuthorizationCode {
 		return name, nil, errStaleAuthorization
 	}
-	if err := checkIssuer(d, cfg); err != nil {
+	if err := checkIssuer(d, cfg, fromBrowser); err != nil {
 		return name, nil, err
 	}
 	client, err := b.client(cfg)
@@ -198,11 +200,11 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	tr.Params.Set("redirect_uri", p.RedirectURI)
 	tr.Params.Set("code_verifier", p.Verifier)
 	before := bindingOf(role, cfg)
-	sent := b.now()
+	sent, took := b.now(), time.Now()
 	tok, err := client.Exchange(ctx, tr)
-	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, b.now().Sub(sent), err)
+	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(took), err)
 	if err != nil {
-		return name, nil, badCallback("the provider refused the code for role %q: %v", name, err)
+		return name, nil, badCallback("exchanging the code for role %q failed: %v", name, err)
 	}
 	authz, err := b.authorized(ctx, s, name, role, cfg, before, tok, p.Nonce, sent, func() error { return nil })
 	return name, authz, err
@@ -255,23 +257,43 @@ func (b *backend) consumeState(ctx context.Context, s logical.Storage, digest, k
 	return name, p, nil
 }
 
-// checkIssuer is RFC 9207: the iss of the authorization response must be the provider's, and
-// must be there when the provider's metadata promises it.
-func checkIssuer(d *framework.FieldData, cfg *configEntry) error {
+// checkIssuer is RFC 9207: the iss of the authorization response must be the provider's, and a
+// browser's redirect must carry it when the provider's metadata promises it. (A mount has one
+// provider, whose token endpoint alone ever sees a code: this is defence in depth against a
+// mix-up, not the only line.)
+func checkIssuer(d *framework.FieldData, cfg *configEntry, required bool) error {
 	iss, sent := d.GetOk("iss")
 	md := cfg.discovered()
 	switch {
 	case sent && iss.(string) != firstNonEmpty(md.Issuer, cfg.Issuer):
 		return badCallback("the authorization response comes from issuer %q, not the configured provider (RFC 9207): nothing was stored", clipInput(iss.(string)))
-	case !sent && md.AuthorizationResponseIssParameterSupported:
+	case !sent && required && md.AuthorizationResponseIssParameterSupported:
 		return badCallback("the authorization response has no iss, which the provider's metadata promises (RFC 9207): nothing was stored")
 	}
 	return nil
 }
 
+// completeLimited is complete behind the rate limit of failed callbacks. The whole path is
+// unauthenticated (Vault's Unauthenticated covers every operation of a path), so a pasted code
+// counts as a browser's does.
+func (b *backend) completeLimited(ctx context.Context, s logical.Storage, d *framework.FieldData, fromBrowser bool) (string, *authorization, error) {
+	now := b.now()
+	if !b.callbacks.allow(now) {
+		return "", nil, &callbackError{status: http.StatusTooManyRequests, msg: "too many callbacks failed recently: wait a minute, then start again"}
+	}
+	name, authz, err := b.complete(ctx, s, d, fromBrowser)
+	if err != nil {
+		b.callbacks.fail(now)
+	}
+	return name, authz, err
+}
+
 func (b *backend) pathCallbackWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name, authz, err := b.complete(ctx, req.Storage, d)
+	name, authz, err := b.completeLimited(ctx, req.Storage, d, false)
 	if ce := (*callbackError)(nil); errors.As(err, &ce) {
+		if ce.status == http.StatusTooManyRequests {
+			return logical.RespondWithStatusCode(logical.ErrorResponse(ce.msg), req, ce.status)
+		}
 		return logical.ErrorResponse(ce.msg), nil
 	}
 	if err != nil {
@@ -285,16 +307,14 @@ func (b *backend) pathCallbackWrite(ctx context.Context, req *logical.Request, d
 }
 
 func (b *backend) pathCallbackRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	now := b.now()
-	if !b.callbacks.allow(now) {
-		return callbackPage(http.StatusTooManyRequests, "Too many failed attempts", "Too many callbacks failed recently. Wait a minute, then start again."), nil
-	}
-	name, _, err := b.complete(ctx, req.Storage, d)
-	if err != nil {
-		b.callbacks.fail(now)
-		if ce := (*callbackError)(nil); errors.As(err, &ce) {
-			return callbackPage(ce.status, "Authorization failed", ce.msg), nil
-		}
+	name, _, err := b.completeLimited(ctx, req.Storage, d, true)
+	var ce *callbackError
+	switch {
+	case errors.As(err, &ce) && ce.status == http.StatusTooManyRequests:
+		return callbackPage(ce.status, "Too many failed attempts", ce.msg), nil
+	case errors.As(err, &ce):
+		return callbackPage(ce.status, "Authorization failed", ce.msg), nil
+	case err != nil:
 		b.Logger().Error("completing an authorization failed", "role", name, "error", err)
 		return callbackPage(http.StatusInternalServerError, "Authorization failed", "Vault could not complete the authorization; its log says why."), nil
 	}
@@ -371,12 +391,13 @@ const pathCallbackHelpDesc = `
 The provider redirects the browser here (GET, unauthenticated: register
 https://<vault>/v1/<mount>/callback as the redirect URI) with code and state, or with error and
 error_description. The plugin checks the state (known, unexpired, unused), checks iss when the
-provider sends it (RFC 9207), exchanges the code with the PKCE verifier, and answers a small HTML
+provider sends it (RFC 9207; a pasted code may omit it), exchanges the code with the PKCE verifier, and answers a small HTML
 page naming the role now connected. A write with code and state does the same for a code pasted
-by hand (a redirect URI that is not Vault) and answers JSON. OAuth 1.0a roles complete with
-oauth_token and oauth_verifier instead of code and state.
+by hand (a redirect URI that is not Vault) and answers JSON. Both need no Vault token: the
+pending state is what authorizes a completion. OAuth 1.0a roles complete with oauth_token and
+oauth_verifier instead of code and state.
 
 An unknown, expired, replayed or replaced state, a provider error, a refused code or a token
-response without a refresh token is a 400 and changes nothing. Failed browser callbacks are
+response without a refresh token is a 400 and changes nothing. Failed callbacks are
 rate-limited (429).
 `

@@ -97,6 +97,9 @@ func s256(verifier string) string {
 
 // deviceAuthorization is RFC 8628 §3.1–3.2 for an authenticated client.
 func (p *Provider) deviceAuthorization(w http.ResponseWriter, r *http.Request) {
+	if p.Intercept != nil && p.Intercept(w, r) {
+		return
+	}
 	if err := r.ParseForm(); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", "form does not parse")
 		return

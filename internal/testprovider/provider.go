@@ -60,7 +60,8 @@ type Provider struct {
 	IDTokens bool
 	// Hold, when set, is waited on by every token request before it is answered.
 	Hold chan struct{}
-	// Intercept, when set, may answer a token request itself (returning true) to inject faults.
+	// Intercept, when set, may answer a token or device authorization request itself (returning
+	// true) to inject faults.
 	Intercept func(w http.ResponseWriter, r *http.Request) bool
 	// RevokeGrantWithAccessToken makes revoking an access token revoke the refresh tokens of its
 	// client and subject too, as RFC 7009 §2.1 allows.
