@@ -257,7 +257,13 @@ func TestSignedDPoP(t *testing.T) {
 	})
 	rememberDPoPKey(t, mount, "api")
 
+	// The provider demands its nonce at the token endpoint too: the first request is answered
+	// use_dpop_nonce, and the plugin sends it again, once, with the nonce.
+	before := env.ProviderStats(t).ByClient[id]
 	creds := mustRead(t, env.client, mount+"/creds/api")
+	if n := env.ProviderStats(t).ByClient[id] - before; n != 2 {
+		t.Fatalf("the first DPoP token request took %d requests, want 2 (use_dpop_nonce, then the retry)", n)
+	}
 	at := str(creds.Data["access_token"])
 	if creds.Data["token_type"] != "DPoP" {
 		t.Fatalf("token_type %v", creds.Data["token_type"])
