@@ -31,6 +31,9 @@ const authorizeTTL = 10 * time.Minute
 const (
 	kindCode   = "code"
 	kindDevice = "device"
+	// kindOAuth1 is OAuth 1.0a's three-legged flow: its temporary credentials stand for the
+	// state (RFC 5849 §2).
+	kindOAuth1 = "oauth1"
 )
 
 // Outcomes of a device flow that ended without tokens.
@@ -58,6 +61,9 @@ type pendingAuthorization struct {
 	Verifier     string `json:"verifier,omitempty"`
 	Nonce        string `json:"nonce,omitempty"`
 	ResponseMode string `json:"response_mode,omitempty"`
+
+	// OAuth 1.0a: the temporary credentials' secret (their identifier is the state).
+	TemporarySecret string `json:"temporary_secret,omitempty"`
 
 	// Device code (RFC 8628): the device code, the polling interval (slow_down adds 5 s), when
 	// the next poll is due, the last poll's result, and the outcome once it ended without

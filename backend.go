@@ -39,6 +39,8 @@ type backend struct {
 	// refresher replaces tokens in the background before reads would have to wait for one.
 	refresher *refresher
 	metrics   *metrics
+	// dpopNonces holds the latest DPoP-Nonce the provider sent each DPoP role (RFC 9449 §8).
+	dpopNonces sync.Map // role name -> string
 	// grantsOpen lets clean wait for the grants under way and refuses new ones after it.
 	grantsOpen gate
 	// devicePolls holds the timer of each device flow the plugin is polling for.
@@ -103,7 +105,7 @@ func newBackend(clk clock, newClient func(caPEM string, timeout time.Duration) (
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
-			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b), pathExchange(b)},
+			[]*framework.Path{pathCreds(b), pathRoleStatus(b), pathRotate(b), pathMetrics(b), pathExchange(b), pathSign(b)},
 			[]*framework.Path{pathAuthorize(b), pathCallback(b), pathDevice(b)},
 			pathKeys(b),
 			pathPromoteSecret(b),

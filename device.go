@@ -144,7 +144,7 @@ func (b *backend) pollDevice(ctx context.Context, s logical.Storage, name string
 		return
 	}
 	sent := time.Now()
-	tok, err := b.requestDeviceToken(ctx, s, cfg, role, p.DeviceCode)
+	tok, err := b.requestDeviceToken(ctx, s, name, cfg, role, p.DeviceCode)
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(sent), err)
 	if err == nil {
 		b.deviceApproved(ctx, s, name, role, cfg, p, tok, now)
@@ -178,8 +178,8 @@ func (b *backend) pollDevice(ctx context.Context, s logical.Storage, name string
 }
 
 // requestDeviceToken is the device access token request (RFC 8628 §3.4).
-func (b *backend) requestDeviceToken(ctx context.Context, s logical.Storage, cfg *configEntry, role *roleEntry, deviceCode string) (*oauthclient.Token, error) {
-	client, tr, err := b.tokenClient(ctx, s, cfg, role)
+func (b *backend) requestDeviceToken(ctx context.Context, s logical.Storage, name string, cfg *configEntry, role *roleEntry, deviceCode string) (*oauthclient.Token, error) {
+	client, tr, err := b.tokenClient(ctx, s, name, cfg, role)
 	if err != nil {
 		return nil, err
 	}

@@ -420,6 +420,8 @@ func TestExchangeChainLoopsAndDeletesAreRefused(t *testing.T) {
 	_, b, s := exchangeBackend(t)
 	// app <- orders <- deep
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/deep", map[string]any{"grant_type": "token_exchange", "subject_role": "orders"}))
+	// An OAuth 1.0a role signs requests: it has no access token to be a subject.
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/oauth1", map[string]any{"grant_type": "oauth1", "consumer_key": "ck", "consumer_secret": "cs", "token": "t", "token_secret": "ts"}))
 	before := s.snapshot(t)
 	for _, tc := range []struct {
 		role  string
@@ -433,6 +435,8 @@ func TestExchangeChainLoopsAndDeletesAreRefused(t *testing.T) {
 		{"orders", map[string]any{"subject_role": "orders"}, "subject_role", "orders -> orders"},
 		{"orders", map[string]any{"subject_role": "missing"}, "subject_role", "does not exist"},
 		{"orders", map[string]any{"subject_role": ""}, "subject_role", "subject_role or actor_role of deep"},
+		{"signer", map[string]any{"grant_type": "token_exchange", "subject_role": "oauth1"}, "subject_role", "signs OAuth 1.0a requests"},
+		{"app", map[string]any{"grant_type": "oauth1", "consumer_key": "ck", "consumer_secret": "cs", "token": "t", "token_secret": "ts"}, "grant_type", "subject_role or actor_role of orders"},
 	} {
 		resp, err := requestErr(b, s, logical.UpdateOperation, "roles/"+tc.role, tc.data)
 		if err != nil {

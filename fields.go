@@ -34,7 +34,7 @@ const namePattern = `(?P<name>[^/]+)`
 var roleNameRegex = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$`)
 
 // secretFields are write-only and never echoed, not even in an error.
-var secretFields = []string{"client_secret", "client_secret_next", "client_key", "password", "refresh_token", "assertion_key", "subject_token", "code", "state"}
+var secretFields = []string{"client_secret", "client_secret_next", "client_key", "password", "refresh_token", "assertion_key", "subject_token", "code", "state", "consumer_secret", "consumer_private_key", "token", "token_secret", "oauth_verifier"}
 
 // secretPairsField holds key=value pairs whose values are secrets.
 const secretPairsField = "secret_token_params"

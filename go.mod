@@ -3,6 +3,7 @@ module github.com/oauth-broker/vault-plugin-secrets-oauth
 go 1.26.8
 
 require (
+	github.com/dghubble/oauth1 v0.7.3
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/vault/api v1.23.0

@@ -24,10 +24,11 @@ const (
 	grantTokenExchange     = "token_exchange"
 	grantAuthorizationCode = "authorization_code"
 	grantDeviceCode        = "device_code"
+	grantOAuth1            = "oauth1"
 )
 
 // supportedGrants lists them in the order the documentation does.
-var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer, grantAuthorizationCode, grantDeviceCode, grantTokenExchange}
+var supportedGrants = []string{grantClientCredentials, grantPassword, grantRefreshToken, grantJWTBearer, grantAuthorizationCode, grantDeviceCode, grantTokenExchange, grantOAuth1}
 
 // grantFlow is one grant type: what its role needs and how it asks for a token.
 type grantFlow struct {
@@ -48,6 +49,7 @@ var grantFlows = map[string]grantFlow{
 	grantTokenExchange:     tokenExchangeFlow,
 	grantAuthorizationCode: authorizationCodeFlow,
 	grantDeviceCode:        deviceCodeFlow,
+	grantOAuth1:            oauth1Flow,
 }
 
 // grantRequest is what a flow works with: the token request common to every grant (endpoint,
@@ -256,7 +258,7 @@ func (b *backend) failed(ctx context.Context, s logical.Storage, name, grantBind
 // once more with that one, which is promoted if the provider takes it.
 func (b *backend) requestToken(ctx context.Context, s logical.Storage, name string, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry, in exchangeInputs) (*oauthclient.Token, error) {
 	attempt := func(secret string) (*oauthclient.Token, string, error) {
-		client, req, err := b.tokenClient(ctx, s, cfg, role)
+		client, req, err := b.tokenClient(ctx, s, name, cfg, role)
 		if err != nil {
 			return nil, "", err
 		}
@@ -318,11 +320,15 @@ func isInvalidGrant(err error) bool {
 	return errors.As(err, &oe) && oe.InvalidGrant()
 }
 
-// tokenClient is the role's base request and the client that sends it, which presents the role's
-// certificate when it authenticates with mutual TLS.
-func (b *backend) tokenClient(ctx context.Context, s logical.Storage, cfg *configEntry, role *roleEntry) (*oauthclient.Client, oauthclient.TokenRequest, error) {
+// tokenClient is the base request of the role's token requests, with its DPoP hook, and the client
+// that sends it, which presents the role's certificate when it authenticates with mutual TLS:
+// every request that obtains a token for a role goes through it.
+func (b *backend) tokenClient(ctx context.Context, s logical.Storage, name string, cfg *configEntry, role *roleEntry) (*oauthclient.Client, oauthclient.TokenRequest, error) {
 	req, err := b.baseRequest(ctx, s, cfg, role)
 	if err != nil {
+		return nil, req, err
+	}
+	if req.DPoP, err = b.dpopRequest(name, role); err != nil {
 		return nil, req, err
 	}
 	client, err := b.clientFor(cfg, req.Auth.Certificate)

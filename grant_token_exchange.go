@@ -57,6 +57,17 @@ func (r *roleEntry) readerSupplied() bool {
 	return r.GrantType == grantTokenExchange && r.SubjectRole == ""
 }
 
+// tokenless says why the role has no access token of its own to serve ("" when it has one).
+func (r *roleEntry) tokenless() string {
+	switch {
+	case r.readerSupplied():
+		return "its subject token comes from the reader, at exchange/<name>"
+	case r.GrantType == grantOAuth1:
+		return "it signs OAuth 1.0a requests at sign/<name>"
+	}
+	return ""
+}
+
 // exchangeInputs are the tokens a token exchange sends.
 type exchangeInputs struct {
 	subjectToken, subjectTokenType string
@@ -200,13 +211,17 @@ func (b *backend) chainTokens(ctx context.Context, s logical.Storage, name strin
 // or leads back to the role, and a role that others chain on losing its own token. Called under
 // b.chainMu, so that no concurrent write closes a loop.
 func (b *backend) checkChain(ctx context.Context, s logical.Storage, name string, role *roleEntry) error {
-	if role.readerSupplied() {
+	if why := role.tokenless(); why != "" {
 		users, err := b.dependents(ctx, s, name)
 		if err != nil {
 			return err
 		}
 		if len(users) > 0 {
-			return fieldErrorf("subject_role", "role %q is the subject_role or actor_role of %s, so it needs a subject_role (a token of its own)", name, strings.Join(users, ", "))
+			field := "grant_type"
+			if role.readerSupplied() {
+				field = "subject_role"
+			}
+			return fieldErrorf(field, "role %q is the subject_role or actor_role of %s, so it needs a token of its own, but %s", name, strings.Join(users, ", "), why)
 		}
 	}
 	for _, ref := range []struct{ field, role string }{{"subject_role", role.SubjectRole}, {"actor_role", role.ActorRole}} {
@@ -222,8 +237,8 @@ func (b *backend) checkChain(ctx context.Context, s logical.Storage, name string
 			return fieldErrorf(ref.field, "a role cannot use its own token: %s -> %s", name, name)
 		case target == nil:
 			return fieldErrorf(ref.field, "role %q does not exist", ref.role)
-		case target.readerSupplied():
-			return fieldErrorf(ref.field, "role %q has no token of its own (its subject token comes from exchange/%s)", ref.role, ref.role)
+		case target.tokenless() != "":
+			return fieldErrorf(ref.field, "role %q has no token of its own: %s", ref.role, target.tokenless())
 		}
 		loop, err := b.findLoop(ctx, s, name, []string{name, ref.role})
 		if err != nil {

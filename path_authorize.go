@@ -25,7 +25,7 @@ func pathAuthorize(b *backend) *framework.Path {
 		},
 		Fields: map[string]*framework.FieldSchema{"name": nameField},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: forwarded(operation("Start the authorization code flow of an authorization_code role: the URL to open in a browser.", b.pathAuthorizeWrite, http.StatusOK, authorizeFields)),
+			logical.UpdateOperation: forwarded(operation("Start the authorization code flow of an authorization_code role, or the three-legged flow of an oauth1 role: the URL to open in a browser.", b.pathAuthorizeWrite, http.StatusOK, authorizeFields)),
 		},
 		HelpSynopsis:    pathAuthorizeHelpSyn,
 		HelpDescription: pathAuthorizeHelpDesc,
@@ -52,6 +52,8 @@ func pathCallback(b *backend) *framework.Path {
 			"iss":               {Type: framework.TypeString, Description: "The provider's issuer identifier, when it sends one (RFC 9207)."},
 			"error":             {Type: framework.TypeString, Description: "The provider's error code, when the authorization failed."},
 			"error_description": {Type: framework.TypeString, Description: "The provider's description of the error."},
+			"oauth_token":       {Type: framework.TypeString, Description: "OAuth 1.0a: the temporary credentials the person authorized."},
+			"oauth_verifier":    {Type: framework.TypeString, Description: "OAuth 1.0a: the verification code. Write-only.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation:   named(forwarded(read), "complete", "authorization-in-browser"),
@@ -63,11 +65,17 @@ func pathCallback(b *backend) *framework.Path {
 }
 
 func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	target, err := b.loadRoleTarget(ctx, req, d, true)
+	target, err := b.loadRoleTarget(ctx, req, d, false)
 	if err != nil {
 		return errorResponse(err)
 	}
 	name, role, cfg := target.name, target.role, target.cfg
+	if role.GrantType == grantOAuth1 {
+		return b.authorizeOAuth1(ctx, req.Storage, target)
+	}
+	if cfg == nil {
+		return errorResponse(errNoConfig)
+	}
 	if role.GrantType != grantAuthorizationCode {
 		return errorResponse(fieldErrorf("grant_type", "role %q performs the %s grant; authorize/<name> starts authorization_code roles", name, role.GrantType))
 	}
@@ -158,6 +166,10 @@ type completion struct {
 // post (formPost) counts as one too: either must carry iss when the provider promises it. A
 // pasted code is checked against an iss only when one is pasted with it.
 func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.FieldData, get bool) (completion, error) {
+	if _, ok := d.GetOk("oauth_token"); ok {
+		name, authz, err := b.completeOAuth1(ctx, s, d)
+		return completion{role: name, authz: authz}, err
+	}
 	state := d.Get("state").(string)
 	if state == "" {
 		return completion{}, badCallback("state is missing")
@@ -165,7 +177,7 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	if len(state) > 512 {
 		return completion{}, errUnknownState
 	}
-	name, p, err := b.consumeState(ctx, s, stateDigest(state))
+	name, p, err := b.consumeState(ctx, s, stateDigest(state), kindCode)
 	c := completion{role: name, formPost: p != nil && p.ResponseMode == responseModeFormPost}
 	if err != nil {
 		return c, err
@@ -191,7 +203,7 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	if err := checkIssuer(d, cfg, get || c.formPost); err != nil {
 		return c, err
 	}
-	client, tr, err := b.tokenClient(ctx, s, cfg, role)
+	client, tr, err := b.tokenClient(ctx, s, name, cfg, role)
 	if err != nil {
 		return c, err
 	}
@@ -230,7 +242,7 @@ func (b *backend) authorized(ctx context.Context, s logical.Storage, name string
 
 // consumeState uses up the state's pending authorization and returns it with its role; an
 // expired one is returned with the error, so that the answer can take the form it expects.
-func (b *backend) consumeState(ctx context.Context, s logical.Storage, digest string) (string, *pendingAuthorization, error) {
+func (b *backend) consumeState(ctx context.Context, s logical.Storage, digest, kind string) (string, *pendingAuthorization, error) {
 	se, err := readEntry[stateEntry](ctx, s, statePrefix+digest)
 	if err != nil {
 		return "", nil, err
@@ -246,7 +258,7 @@ func (b *backend) consumeState(ctx context.Context, s logical.Storage, digest st
 	if err != nil {
 		return name, nil, err
 	}
-	if p == nil || p.Kind != kindCode || p.StateDigest != digest {
+	if p == nil || p.Kind != kind || p.StateDigest != digest {
 		return name, nil, errUnknownState
 	}
 	if !b.now().Before(p.ExpiresAt) {
@@ -388,6 +400,11 @@ the redirect URI with a code and the state. If that is Vault's callback path
 (https://<vault>/v1/<mount>/callback), the role is authorized at once; otherwise paste code and
 state into "vault write <mount>/callback code=... state=...".
 
+For an oauth1 role with request_token_url, it obtains OAuth 1.0a temporary credentials (with
+oauth_callback set to the redirect URI, or "oob") and answers the authorize_url to open; the
+callback then brings oauth_token and oauth_verifier, and the token credentials are stored on the
+role.
+
 The state is 256 random bits, works once, for this role and redirect URI only, and expires after
 10 minutes. A new authorize for the role replaces the pending one. After the authorization the
 role lives on the refresh token it gave, exactly as a refresh_token role does; authorizing an
@@ -406,7 +423,8 @@ the same parameters as a form instead, which keeps them out of the request_uri t
 audit log writes in clear, and gets the same page. A write with code and state for a role in
 query mode is a code pasted by hand (a redirect URI that is not Vault) and answers JSON; so does
 a write whose state names no pending authorization. All need no Vault token: the pending state
-is what authorizes a completion.
+is what authorizes a completion. OAuth 1.0a roles complete with oauth_token and oauth_verifier
+instead of code and state.
 
 An unknown, expired, replayed or replaced state, a provider error, a refused code or a token
 response without a refresh token is a 400 and changes nothing. Failed callbacks are

@@ -37,11 +37,18 @@ func pathCreds(b *backend) *framework.Path {
 }
 
 func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	target, err := b.loadRoleTarget(ctx, req, d, true)
+	target, err := b.loadRoleTarget(ctx, req, d, false)
 	if err != nil {
 		return errorResponse(err)
 	}
 	name, role, cfg := target.name, target.role, target.cfg
+	if role.GrantType == grantOAuth1 {
+		resp, err := errorResponse(oauth1NoToken(name))
+		return withMount(resp, req.MountPoint), err
+	}
+	if cfg == nil {
+		return errorResponse(errNoConfig)
+	}
 	minSeconds := d.Get("min_seconds").(int)
 	if minSeconds < 0 || time.Duration(minSeconds)*time.Second > maxDuration {
 		return errorResponse(fieldErrorf("min_seconds", "must be between 0 and %d", int(maxDuration.Seconds())))
@@ -51,49 +58,68 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return errorResponse(fieldErrorf("name", "role %q exchanges the reader's subject token: write it to exchange/%s", name, name))
 	}
 
-	// The hot path: a cached token with enough life left costs no network and no storage write.
-	// A token storage refused takes the slow path, which stores it first.
-	if _, unsaved := b.unsaved.Load(name); !unsaved {
-		tok, err := b.currentToken(ctx, req.Storage, name)
-		if err != nil {
-			return nil, err
-		}
-		bd, err := b.binding(ctx, req.Storage, name, role, cfg)
-		if err != nil {
-			return nil, err
-		}
-		if tok.serves(bd, effectivePolicy(role, cfg), minLeft, b.now()) {
-			b.metrics.observeRead(roleLabel(name, cfg), readHit)
-			return b.credsResponse(name, role, cfg, tok), nil
-		}
+	out, err := b.tokenFor(ctx, req.Storage, name, role, cfg, minLeft)
+	if err != nil {
+		return nil, err
 	}
-
-	if !b.WriteSafeReplicationState() {
-		// A miss calls the provider and writes storage: only the node that may write does it.
-		return nil, logical.ErrReadOnly
-	}
-	out := b.obtainToken(ctx, req.Storage, name, minLeft, byRead)
 	if out.token == nil {
-		b.metrics.observeRead(roleLabel(name, cfg), readError)
 		resp, err := grantErrorResponse(out.err)
 		return withMount(resp, req.MountPoint), err
 	}
-	result := readMiss
-	if out.err != nil {
-		result = readStale
-	}
-	b.metrics.observeRead(roleLabel(name, cfg), result)
 	resp := b.credsResponse(name, role, cfg, out.token)
-	if out.err != nil {
-		resp.AddWarning(fmt.Sprintf("serving the cached token, which expires at %s: obtaining a new one failed: %v", rfc3339(out.token.ExpiresAt), out.err))
-	}
-	if out.warning != "" {
-		resp.AddWarning(out.warning)
-	}
-	if left := out.token.remaining(b.now()); left < minLeft {
-		resp.AddWarning(fmt.Sprintf("the token has %ds left, less than min_seconds=%d: the provider issues shorter-lived tokens", int(left.Seconds()), minSeconds))
+	for _, w := range out.warnings(b.now(), minLeft) {
+		resp.AddWarning(w)
 	}
 	return resp, nil
+}
+
+// tokenFor is the role's token for a reader that needs minLeft: the cached one (the hot path: a
+// token with enough life left costs no network and no storage write), else a grant's outcome.
+// A token storage refused takes the slow path, which stores it first.
+func (b *backend) tokenFor(ctx context.Context, s logical.Storage, name string, role *roleEntry, cfg *configEntry, minLeft time.Duration) (grantOutcome, error) {
+	if _, unsaved := b.unsaved.Load(name); !unsaved {
+		tok, err := b.currentToken(ctx, s, name)
+		if err != nil {
+			return grantOutcome{}, err
+		}
+		bd, err := b.binding(ctx, s, name, role, cfg)
+		if err != nil {
+			return grantOutcome{}, err
+		}
+		if tok.serves(bd, effectivePolicy(role, cfg), minLeft, b.now()) {
+			b.metrics.observeRead(roleLabel(name, cfg), readHit)
+			return grantOutcome{token: tok}, nil
+		}
+	}
+	if !b.WriteSafeReplicationState() {
+		// A miss calls the provider and writes storage: only the node that may write does it.
+		return grantOutcome{}, logical.ErrReadOnly
+	}
+	out := b.obtainToken(ctx, s, name, minLeft, byRead)
+	switch {
+	case out.token == nil:
+		b.metrics.observeRead(roleLabel(name, cfg), readError)
+	case out.err != nil:
+		b.metrics.observeRead(roleLabel(name, cfg), readStale)
+	default:
+		b.metrics.observeRead(roleLabel(name, cfg), readMiss)
+	}
+	return out, nil
+}
+
+// warnings tell a reader why the token served is not the one asked for.
+func (out grantOutcome) warnings(now time.Time, minLeft time.Duration) []string {
+	var warnings []string
+	if out.err != nil {
+		warnings = append(warnings, fmt.Sprintf("serving the cached token, which expires at %s: obtaining a new one failed: %v", rfc3339(out.token.ExpiresAt), out.err))
+	}
+	if out.warning != "" {
+		warnings = append(warnings, out.warning)
+	}
+	if left := out.token.remaining(now); left < minLeft {
+		warnings = append(warnings, fmt.Sprintf("the token has %ds left, less than min_seconds=%d: the provider issues shorter-lived tokens", int(left.Seconds()), int(minLeft.Seconds())))
+	}
+	return warnings
 }
 
 // credsResponse is a non-renewable lease lasting exactly as long as the token (or max_ttl), or,

@@ -39,7 +39,7 @@ func (b *backend) pathDeviceWrite(ctx context.Context, req *logical.Request, d *
 	if endpoint == "" {
 		return errorResponse(fieldErrorf("device_auth_url", "the provider's device authorization endpoint is unknown: write it to config device_auth_url, or configure an issuer that advertises one"))
 	}
-	client, tr, err := b.tokenClient(ctx, req.Storage, cfg, role)
+	client, tr, err := b.tokenClient(ctx, req.Storage, name, cfg, role)
 	if err != nil {
 		return errorResponse(err)
 	}

@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"strings"
 
@@ -40,7 +41,9 @@ func pathRoles(b *backend) []*framework.Path {
 		"default_ttl":          {Type: framework.TypeDurationSecond, Description: "Lifetime assumed for tokens whose response has no expires_in (default 1h)."},
 		"max_ttl":              {Type: framework.TypeDurationSecond, Description: "Upper bound on a creds lease, whatever the token's lifetime (0: no bound)."},
 		"lease":                {Type: framework.TypeBool, Description: "creds answers are non-renewable leases (true), or carry ttl and rotation_period instead, with no lease (false). Default: the config's lease."},
+		"dpop":                 {Type: framework.TypeBool, Description: "OAuth 2.0 roles: bind tokens to a key generated and held in Vault (DPoP, RFC 9449); turning it on makes a new key."},
 	}
+	maps.Copy(fields, oauth1Fields)
 	addClientFields(fields, "Overrides the config's")
 	addRefreshFields(fields)
 
@@ -130,7 +133,9 @@ func (b *backend) pathRoleRead(ctx context.Context, req *logical.Request, d *fra
 		"default_ttl":              int64(role.DefaultTTL.Seconds()),
 		"max_ttl":                  int64(role.MaxTTL.Seconds()),
 		"lease":                    role.Lease,
+		"dpop":                     role.DPoP,
 	}
+	role.oauth1Settings.describe(data)
 	role.clientCredentials.describe(data)
 	role.refreshPolicy.describe(data)
 	return &logical.Response{Data: data}, nil
@@ -224,6 +229,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	b.cache.roles.drop(name)
 	b.exchanges.clear()
 	b.forget(name)
+	b.dpopNonces.Delete(name)
 	b.metrics.forgetRole(name)
 	return nil, nil
 }
@@ -259,7 +265,15 @@ func (b *backend) loadRoleTarget(ctx context.Context, req *logical.Request, d *f
 }
 
 // roleReadFields is what a role read answers.
-var roleReadFields = map[string]*framework.FieldSchema{
+var roleReadFields = func() map[string]*framework.FieldSchema {
+	fields := maps.Clone(oauth1ReadFields)
+	maps.Copy(fields, baseRoleReadFields)
+	return fields
+}()
+
+// baseRoleReadFields are those of every role.
+var baseRoleReadFields = map[string]*framework.FieldSchema{
+	"dpop":                      {Type: framework.TypeBool, Description: "Whether tokens are bound to the role's DPoP key."},
 	"grant_type":                {Type: framework.TypeString, Description: "Grant the role performs."},
 	"scopes":                    {Type: framework.TypeStringSlice, Description: "Scopes requested."},
 	"audience":                  {Type: framework.TypeString, Description: "audience parameter."},
@@ -270,7 +284,6 @@ var roleReadFields = map[string]*framework.FieldSchema{
 	"password_set":              {Type: framework.TypeBool, Description: "Whether a password is set."},
 	"refresh_token_set":         {Type: framework.TypeBool, Description: "Whether a refresh token was imported."},
 	"assertion_key_set":         {Type: framework.TypeBool, Description: "Whether an assertion key is set."},
-	"assertion_key_name":        {Type: framework.TypeString, Description: "Mount key that signs the assertion."},
 	"assertion_alg":             {Type: framework.TypeString, Description: "Assertion JWS alg."},
 	"assertion_kid":             {Type: framework.TypeString, Description: "Assertion kid."},
 	"assertion_issuer":          {Type: framework.TypeString, Description: "Assertion iss."},
@@ -278,9 +291,6 @@ var roleReadFields = map[string]*framework.FieldSchema{
 	"assertion_audience":        {Type: framework.TypeString, Description: "Assertion aud."},
 	"assertion_ttl":             {Type: framework.TypeInt, Description: "Assertion lifetime (seconds)."},
 	"assertion_claims":          {Type: framework.TypeMap, Description: "Extra assertion claims."},
-	"subject_role":              {Type: framework.TypeString, Description: "token_exchange: the role whose token is the subject token (empty: the reader's, at exchange/<name>)."},
-	"actor_role":                {Type: framework.TypeString, Description: "token_exchange: the role whose token is the actor token."},
-	"requested_token_type":      {Type: framework.TypeString, Description: "token_exchange: the token type asked for (empty: access token)."},
 	"redirect_uri":              {Type: framework.TypeString, Description: "authorization_code grant: redirect URI (empty: the config's)."},
 	"auth_params":               {Type: framework.TypeKVPairs, Description: "authorization_code grant: extra authorization request parameters."},
 	"response_mode":             {Type: framework.TypeString, Description: "authorization_code grant: query or form_post."},
@@ -293,6 +303,10 @@ var roleReadFields = map[string]*framework.FieldSchema{
 	"client_key_set":            {Type: framework.TypeBool, Description: "Whether the role sets a private_key_jwt key."},
 	"client_key_alg":            {Type: framework.TypeString, Description: "JWS alg of the role's key."},
 	"client_key_kid":            {Type: framework.TypeString, Description: "kid of the role's key."},
+	"assertion_key_name":        {Type: framework.TypeString, Description: "Mount key that signs the assertion."},
+	"subject_role":              {Type: framework.TypeString, Description: "token_exchange: the role whose token is the subject token (empty: the reader's, at exchange/<name>)."},
+	"actor_role":                {Type: framework.TypeString, Description: "token_exchange: the role whose token is the actor token."},
+	"requested_token_type":      {Type: framework.TypeString, Description: "token_exchange: the token type asked for (empty: access token)."},
 	"client_key_name":           {Type: framework.TypeString, Description: "Mount key that signs the role's private_key_jwt."},
 	"client_cert":               {Type: framework.TypeString, Description: "The role's mTLS client certificate (PEM)."},
 	"client_secret_next_set":    {Type: framework.TypeBool, Description: "Whether the role sets a client_secret_next."},
@@ -318,8 +332,12 @@ client_key_name and assertion_key_name sign with a mount key (keys/<name>) inste
 key; client_cert is the certificate of tls_client_auth; client_secret_next is tried when the
 provider refuses client_secret (invalid_client) and promoted when it works.
 
+An oauth1 role holds OAuth 1.0a credentials (consumer_key, consumer_secret or consumer_private_key,
+token and token_secret, or the three-legged flow's endpoints) and signs requests at sign/<name>.
+
 Secrets (client_secret, client_secret_next, client_key, password, refresh_token, assertion_key,
-secret_token_params) are write-only: a read shows whether each is set, never its value. Changing anything that affects
+secret_token_params, consumer_secret, consumer_private_key, token, token_secret)
+are write-only: a read shows whether each is set, never its value. Changing anything that affects
 the token request (not the value of a secret) replaces the cached token at the next read; writing
 a field with the value it already has changes nothing. For the refresh_token grant, the refresh
 token the provider rotates to is kept with the cached token; writing a different refresh_token

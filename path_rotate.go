@@ -32,13 +32,20 @@ func pathRotate(b *backend) *framework.Path {
 }
 
 func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	target, err := b.loadRoleTarget(ctx, req, d, true)
+	target, err := b.loadRoleTarget(ctx, req, d, false)
 	if err != nil {
 		return errorResponse(err)
 	}
 	name, role, cfg := target.name, target.role, target.cfg
+	if role.GrantType == grantOAuth1 {
+		resp, err := errorResponse(oauth1NoToken(name))
+		return withMount(resp, req.MountPoint), err
+	}
 	if role.readerSupplied() {
 		return errorResponse(fieldErrorf("name", "role %q has no token of its own: its subject tokens come from exchange/%s", name, name))
+	}
+	if cfg == nil {
+		return errorResponse(errNoConfig)
 	}
 	old, err := b.currentToken(ctx, req.Storage, name)
 	if err != nil {

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"maps"
 	"net/http"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -37,7 +38,7 @@ func (b *backend) pathRoleStatusRead(ctx context.Context, req *logical.Request, 
 		return nil, err
 	}
 	data := b.roleStatus(ctx, req.Storage, target.name, target.role, tok, target.cfg)
-	if grantFlows[target.role.GrantType].startPath != "" {
+	if grantFlows[target.role.GrantType].startPath != "" || target.role.threeLegged() {
 		p, err := b.pending(ctx, req.Storage, target.name)
 		if err != nil {
 			return nil, err
@@ -92,6 +93,7 @@ func (b *backend) roleStatus(ctx context.Context, s logical.Storage, name string
 	if tok.AccessToken != "" {
 		data["expires_at"] = rfc3339(tok.ExpiresAt)
 	}
+	role.describeDPoP(data)
 	if plan := b.plan(ctx, s, name, role, tok, cfg); !plan.onRead {
 		// The refresher acts at the first tick at or after this moment.
 		data["next_refresh"] = rfc3339(laterOf(plan.at, now))
@@ -100,7 +102,14 @@ func (b *backend) roleStatus(ctx context.Context, s logical.Storage, name string
 }
 
 // statusFields is what a status read answers.
-var statusFields = map[string]*framework.FieldSchema{
+var statusFields = func() map[string]*framework.FieldSchema {
+	fields := maps.Clone(dpopStatusFields)
+	maps.Copy(fields, tokenStatusFields)
+	return fields
+}()
+
+// tokenStatusFields describe the role's token.
+var tokenStatusFields = map[string]*framework.FieldSchema{
 	"expires_at":                {Type: framework.TypeString, Description: "When the cached token expires (RFC 3339)."},
 	"expires_in":                {Type: framework.TypeInt, Description: "Seconds the cached token has left."},
 	"last_refresh":              {Type: framework.TypeString, Description: "When the cached token was obtained."},

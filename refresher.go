@@ -167,6 +167,10 @@ func (b *backend) planAll(ctx context.Context, s logical.Storage, cfg *configEnt
 // plan is planRefresh for a role as it is now: a token obtained for another binding (the role or
 // config changed) is replaced at the next tick, and so is a token storage refused.
 func (b *backend) plan(ctx context.Context, s logical.Storage, name string, role *roleEntry, tok *tokenEntry, cfg *configEntry) refreshPlan {
+	if role.GrantType == grantOAuth1 {
+		// Nothing to refresh: the role signs with the credentials it holds.
+		return refreshPlan{onRead: true}
+	}
 	bd, err := b.binding(ctx, s, name, role, cfg)
 	if err != nil || tok != nil && tok.Binding != "" && tok.Binding != bd.access {
 		stale := *tok

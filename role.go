@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/oauth1"
 )
 
 const (
@@ -45,6 +46,12 @@ type roleEntry struct {
 	RefreshToken string `json:"refresh_token,omitempty"`
 	assertionSettings
 	exchangeSettings
+	oauth1Settings
+
+	// DPoP binds the role's tokens to DPoPKey (RFC 9449): a P-256 key generated in Vault that
+	// never leaves it. Turning dpop on makes a new key; turning it off drops the key.
+	DPoP    bool   `json:"dpop,omitempty"`
+	DPoPKey string `json:"dpop_key,omitempty"`
 
 	// RedirectURI, AuthParams and ResponseMode shape the authorization request of
 	// authorization_code roles; an empty ResponseMode is query.
@@ -81,7 +88,20 @@ type assertionSettings struct {
 
 // update applies the fields present in the request.
 func (r *roleEntry) update(d *framework.FieldData) error {
+	was := r.GrantType
 	setString(d, "grant_type", &r.GrantType)
+	if was == grantOAuth1 && r.GrantType != grantOAuth1 {
+		r.oauth1Settings = oauth1Settings{}
+	}
+	r.oauth1Settings.update(d)
+	if r.GrantType == grantOAuth1 && r.SignatureMethod == "" {
+		r.SignatureMethod = oauth1.HMACSHA1
+	}
+	if v, ok := d.GetOk("dpop"); ok {
+		if err := r.setDPoP(v.(bool)); err != nil {
+			return err
+		}
+	}
 	r.clientCredentials.update(d)
 	if v, ok := d.GetOk("scopes"); ok {
 		r.Scopes = nonEmpty(v.([]string))
@@ -191,6 +211,9 @@ func (r *roleEntry) validate(cfg *configEntry) error {
 		return err
 	}
 	if err := r.clientCredentials.validate(); err != nil {
+		return err
+	}
+	if err := r.oauth1Only(); err != nil {
 		return err
 	}
 	for _, s := range r.Scopes {

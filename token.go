@@ -116,6 +116,9 @@ func bindingOf(role *roleEntry, cfg *configEntry) tokenBinding {
 	// A mount key's name binds the token, its rotations do not: the key stays the client's.
 	grant.clientCredentials = clientCredentials{ClientID: creds.ClientID, AuthMethod: creds.AuthMethod, ClientKeyName: creds.ClientKeyName}
 	grant.Password, grant.AssertionKey = "", ""
+	grant.ConsumerSecret, grant.ConsumerPrivateKey, grant.Token, grant.TokenSecret = "", "", "", ""
+	// The key's thumbprint: a token bound to one key is never served for another.
+	grant.DPoPKey = role.dpopThumbprint()
 	grant.RefreshToken = digest(role.RefreshToken)
 	grant.SecretTokenParams = nil
 	grant.DefaultTTL, grant.MaxTTL, grant.Lease, grant.refreshPolicy, grant.RefreshOverrides = 0, 0, nil, refreshPolicy{}, nil

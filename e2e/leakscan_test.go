@@ -59,6 +59,10 @@ const (
 	kindAuthCode     = "authorization code"
 	kindCodeVerifier = "PKCE verifier"
 	kindDeviceCode   = "device code"
+	// OAuth 1.0a roles sign with these (issue 14); the DPoP key, generated in Vault, is a
+	// private key read from raw storage.
+	kindConsumerSecret = "consumer secret"
+	kindTokenSecret    = "token secret"
 )
 
 // minNeedle is the shortest text searched for: the scan's window, and short enough for the
@@ -150,8 +154,9 @@ const metricsSource = "metrics scrape of "
 func recordMetrics(what string, body []byte) { leaks.record(metricsSource+what, string(body)) }
 
 // recordResponse records what Vault answered to `what` ("read PATH", ...): the warnings always;
-// the access token of a creds or exchange answer as a secret; the state of an authorize answer as a secret
-// and the rest of that answer (its auth_url carries the state); every other answer whole.
+// the access token of a creds or exchange answer, or of a DPoP sign answer ("DPoP <token>"), as a
+// secret; the state of an authorize answer as a secret and the rest of that answer (its auth_url
+// carries the state); every other answer whole.
 func recordResponse(what string, s *api.Secret) {
 	if s == nil {
 		return
@@ -161,6 +166,10 @@ func recordResponse(what string, s *api.Secret) {
 	}
 	if strings.Contains(what, "/creds/") || strings.Contains(what, "/exchange/") {
 		rememberSecret(kindAccessToken, str(s.Data["access_token"]))
+		return
+	}
+	if token, ok := strings.CutPrefix(str(s.Data["authorization"]), "DPoP "); ok && strings.Contains(what, "/sign/") {
+		rememberSecret(kindAccessToken, token)
 		return
 	}
 	if strings.Contains(what, "/authorize/") {

@@ -2,7 +2,8 @@
 # The performance harness (`make bench`): the Go benchmarks (-benchmem), then cmd/oauth-bench
 # against a dev-mode Vault with the plugin (scripts/vault.sh) and the test provider
 # (scripts/provider.sh): reads (leased, lease=false, KV), cached token exchanges (against KV),
-# cold burst, refresh cycle and metrics scrapes; then its read phase once more against a single-node Raft Vault, where storage writes
+# signs (sign/ for OAuth 1.0a and DPoP roles, against KV), cold burst, refresh cycle and metrics
+# scrapes; then its read phase once more against a single-node Raft Vault, where storage writes
 # (and so leases) cost what they cost in production. The servers run in a temporary
 # state directory and are stopped at the end. Writes the machine description and every table to
 # bench-results.md.

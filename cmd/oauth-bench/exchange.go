@@ -95,7 +95,7 @@ func (rep *report) runExchange(ctx context.Context, admin *api.Client, p *provid
 			return err
 		}
 		targets := []readTarget{
-			{label: "`" + exchangePath + "` (plugin, cached exchange)", mount: mount, op: "update", read: exchangeWrite(c, exchangePath, subject)},
+			{label: "`" + exchangePath + "` (plugin, cached exchange)", mount: mount, op: "update", read: writePath(c, exchangePath, map[string]any{"subject_token": subject}, "access_token")},
 			{label: "`" + o.kvMount + "/" + exchangeKVPath + "` (KV v1, built in)", mount: o.kvMount, read: readPath(c, o.kvMount+"/"+exchangeKVPath, "access_token")},
 		}
 		logf("exchange: %d clients, %d × %s per target", clients, rounds, metricsInterval)
@@ -116,19 +116,6 @@ func (rep *report) runExchange(ctx context.Context, admin *api.Client, p *provid
 }
 
 // exchangeWrite exchanges subject at path and requires a token in the answer.
-func exchangeWrite(c *api.Client, path, subject string) reader {
-	return func(ctx context.Context) error {
-		s, err := c.Logical().WriteWithContext(ctx, path, map[string]any{"subject_token": subject})
-		if err != nil {
-			return err
-		}
-		if s == nil || s.Data["access_token"] == nil {
-			return fmt.Errorf("write %s: no access_token in the answer", path)
-		}
-		return nil
-	}
-}
-
 func (r *exchangeResult) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "### Token exchange: cached on-behalf-of exchanges against a KV read, %d s per target in 10 s turns, alternating\n\n",
 		int(r.levels[0].results[0].lat.elapsed.Round(time.Second).Seconds()))

@@ -10,6 +10,8 @@
 //     writes and lease registrations each read cost Vault, and the leases Vault holds afterwards;
 //   - exchange: cached on-behalf-of token exchanges (exchange/<role>) against a KV read of an
 //     answer of the same size, alternating as in the read phase;
+//   - sign: sign/<role> for an OAuth 1.0a role and a DPoP role (the headers of one outgoing
+//     request, issue 14) against the same KV-v1 read, in the same alternating turns;
 //   - burst: 1,000 reads at once of a role with no token, and how many grants the provider got;
 //   - refresh: 10,000 roles with short-lived tokens, and what one refresh tick of PeriodicFunc
 //     costs the provider (total and peak concurrent requests), how long the tick takes, and the
@@ -71,7 +73,7 @@ func main() {
 	flag.StringVar(&o.fleet.vaultLog, "vault-log", "", "Vault server log at trace level (STATE_DIR/vault.log), for tick durations")
 	flag.IntVar(&o.fleet.vaultPID, "vault-pid", 0, "PID of the Vault server, whose child the plugin process is")
 	flag.StringVar(&o.fleet.pluginBin, "plugin-binary", "vault-plugin-secrets-oauth", "plugin process name")
-	flag.StringVar(&o.phases, "phases", "reads,exchange,burst,refresh,metrics", "phases to run, comma-separated (metrics scrapes the roles the refresh phase created)")
+	flag.StringVar(&o.phases, "phases", "reads,exchange,sign,burst,refresh,metrics", "phases to run, comma-separated (metrics scrapes the roles the refresh phase created)")
 	flag.IntVar(&o.scrapes, "scrapes", 10, "warm scrapes per setting in the metrics phase")
 	flag.BoolVar(&o.quietLogs, "quiet-logs", true, "set Vault's loggers to info during the read and burst phases (trace for the refresh phase, which needs it)")
 	flag.StringVar(&o.out, "out", "bench-load.md", "file the Markdown results are written to")
@@ -121,7 +123,7 @@ func (o *options) validate() error {
 	}
 	for _, p := range strings.Split(o.phases, ",") {
 		switch p {
-		case "reads", "exchange", "burst", "metrics":
+		case "reads", "exchange", "sign", "burst", "metrics":
 		case "refresh":
 			if o.fleet.vaultLog == "" || o.fleet.vaultPID == 0 {
 				return fmt.Errorf("the refresh phase needs -vault-log and -vault-pid")

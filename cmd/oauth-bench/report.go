@@ -19,6 +19,9 @@ func (rep *report) markdown() string {
 	if rep.exchange != nil {
 		rep.exchange.markdown(&b)
 	}
+	if rep.signs != nil {
+		rep.signsMarkdown(&b)
+	}
 	if rep.burst != nil {
 		rep.burstMarkdown(&b)
 	}
@@ -28,7 +31,7 @@ func (rep *report) markdown() string {
 	if rep.scrape != nil {
 		rep.scrape.markdown(&b)
 	}
-	if !o.has("reads") && !o.has("exchange") && !o.has("burst") && !o.has("refresh") && !o.has("metrics") {
+	if !o.has("reads") && !o.has("exchange") && !o.has("sign") && !o.has("burst") && !o.has("refresh") && !o.has("metrics") {
 		b.WriteString("No phase ran.\n")
 	}
 	return b.String()

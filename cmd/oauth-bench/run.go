@@ -18,6 +18,7 @@ type report struct {
 	took         time.Duration
 
 	reads        []readLevel
+	signs        []signLevel
 	credsReads   int // successful creds reads of the leased role, warm-up included
 	leasesBefore int
 	leasesAfter  int
@@ -58,7 +59,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		return nil, err
 	}
 
-	if o.has("reads") || o.has("burst") {
+	if o.has("reads") || o.has("burst") || o.has("sign") {
 		if err := configureMount(ctx, admin, p, o.mount); err != nil {
 			return rep, err
 		}
@@ -77,6 +78,11 @@ func run(ctx context.Context, o options) (*report, error) {
 		if o.has("reads") {
 			if err := rep.runReads(ctx, admin, token); err != nil {
 				return rep, err
+			}
+		}
+		if o.has("sign") {
+			if err := rep.runSigns(ctx, admin); err != nil {
+				return rep, fmt.Errorf("sign: %w", err)
 			}
 		}
 		if o.has("burst") {

@@ -157,7 +157,8 @@ func intervalMetrics(ctx context.Context, admin *api.Client, start time.Time) (*
 	return &m, nil
 }
 
-// routeMetric is the timer Vault keeps for reads routed to a mount ("vault.route.read.oauth-").
+// routeMetric is the timer Vault keeps for an operation routed to a mount
+// ("vault.route.read.oauth-").
 func routeMetric(op, mount string) string {
 	return "vault.route." + op + "." + strings.ReplaceAll(mount, "/", "-") + "-"
 }

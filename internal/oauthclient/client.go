@@ -40,6 +40,8 @@ type TokenRequest struct {
 	Params url.Values
 	Scopes []string
 	Auth   ClientAuth
+	// DPoP, when set, binds the token to a key: every request carries a proof.
+	DPoP *DPoP
 }
 
 // Token is a successful token response.
@@ -125,8 +127,28 @@ func (a acceptJSON) RoundTrip(req *http.Request) (*http.Response, error) {
 	return a.next.RoundTrip(req)
 }
 
-// Exchange performs the token request. Errors are *Error values that carry no secret.
+// Exchange performs the token request. Errors are *Error values that carry no secret. A DPoP
+// request the server answers with use_dpop_nonce and a new nonce is sent again, once, with it
+// (RFC 9449 §8).
 func (c *Client) Exchange(ctx context.Context, req TokenRequest) (*Token, error) {
+	httpClient := c.http
+	var dpop *dpopTransport
+	if req.DPoP != nil {
+		dpop = &dpopTransport{next: c.http.Transport, dpop: req.DPoP, nonce: req.DPoP.Nonce}
+		withProofs := *c.http
+		withProofs.Transport = dpop
+		httpClient = &withProofs
+	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, httpClient)
+	tok, err := c.exchange(ctx, req)
+	if e := (*Error)(nil); errors.As(err, &e) && e.Code == "use_dpop_nonce" && dpop != nil && dpop.renewed {
+		tok, err = c.exchange(ctx, req)
+	}
+	return tok, err
+}
+
+// exchange sends the token request once, with the HTTP client ctx carries.
+func (c *Client) exchange(ctx context.Context, req TokenRequest) (*Token, error) {
 	params := url.Values{}
 	for k, v := range req.Params {
 		params[k] = append([]string(nil), v...)
@@ -159,7 +181,7 @@ func (c *Client) Exchange(ctx context.Context, req TokenRequest) (*Token, error)
 		conf.ClientID = ""
 		params.Set("client_id", req.Auth.ClientID)
 	}
-	tok, err := conf.Token(context.WithValue(ctx, oauth2.HTTPClient, c.http))
+	tok, err := conf.Token(ctx)
 	if err != nil {
 		return nil, toError(err, req.TokenURL)
 	}
@@ -213,11 +235,14 @@ func expiresIn(tok *oauth2.Token) (time.Duration, error) {
 	return time.Duration(min(secs, math.MaxInt32)) * time.Second, nil
 }
 
-// normalizeTokenType maps "bearer" (as some providers send it) and a missing type to "Bearer"
-// (RFC 6750 §4: the type is case insensitive).
+// normalizeTokenType maps "bearer" (as some providers send it) and a missing type to "Bearer",
+// and "dpop" to "DPoP" (RFC 6750 §4, RFC 9449 §5: the type is case insensitive).
 func normalizeTokenType(t string) string {
-	if t == "" || strings.EqualFold(t, "bearer") {
+	switch {
+	case t == "" || strings.EqualFold(t, "bearer"):
 		return "Bearer"
+	case strings.EqualFold(t, "dpop"):
+		return "DPoP"
 	}
 	return t
 }

@@ -2,8 +2,9 @@
 // the token endpoint (client_credentials, password, refresh_token with rotation, RFC 7523
 // jwt-bearer, RFC 8693 token exchange, authorization_code with PKCE, RFC 8628 device_code), an
 // authorization endpoint that signs a configured user in at once, a device authorization endpoint
-// whose approval the test controls, every client authentication method the broker speaks, metadata discovery,
-// introspection and revocation, and counts what it is asked.
+// whose approval the test controls, every client authentication method the broker speaks, DPoP
+// proofs and nonces (RFC 9449), metadata discovery, introspection and revocation, and counts what
+// it is asked.
 package testprovider
 
 import (
@@ -52,6 +53,8 @@ type Issued struct {
 	Params    map[string][]string // the token request's non-secret parameters
 	// SubjectToken and ActorToken are what a token exchange exchanged.
 	SubjectToken, ActorToken string
+	// JKT is the thumbprint of the DPoP key the token is bound to (RFC 9449 §6), if any.
+	JKT string
 }
 
 type refreshGrant struct {
@@ -80,6 +83,8 @@ type Provider struct {
 	// RevokeGrantWithAccessToken makes revoking an access token revoke the refresh tokens of its
 	// client and subject too, as RFC 7009 §2.1 allows.
 	RevokeGrantWithAccessToken bool
+	// IgnoreDPoP makes the token endpoint ignore DPoP proofs, as a provider without DPoP does.
+	IgnoreDPoP bool
 
 	// AuthorizeSubject is the user the authorization endpoint signs in (default "alice").
 	AuthorizeSubject string
@@ -113,6 +118,10 @@ type Provider struct {
 	kids []string
 	// tokenPaths counts token requests by the path they came to.
 	tokenPaths map[string]int
+
+	dpopNonceRequired bool
+	dpopNonce         string
+	dpopRequests      atomic.Int64
 
 	requests atomic.Int64
 	inFlight atomic.Int64
@@ -333,6 +342,10 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "form does not parse")
 		return
 	}
+	jkt, answered := p.tokenDPoP(w, r)
+	if answered {
+		return
+	}
 	client, oerr := p.authenticate(r)
 	if oerr != nil {
 		writeError(w, http.StatusUnauthorized, "invalid_client", oerr.desc)
@@ -363,13 +376,16 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, oerr.code, oerr.desc)
 		return
 	}
-	writeJSON(w, http.StatusOK, p.issue(client.ID, subject, scope, nonce, r))
+	writeJSON(w, http.StatusOK, p.issue(client.ID, subject, scope, nonce, jkt, r))
 }
 
-func (p *Provider) issue(clientID, subject, scope, nonce string, r *http.Request) map[string]any {
+func (p *Provider) issue(clientID, subject, scope, nonce, jkt string, r *http.Request) map[string]any {
 	grant := r.PostForm.Get("grant_type")
 	at := randomToken()
 	resp := map[string]any{"access_token": at, "token_type": "Bearer", "scope": scope}
+	if jkt != "" {
+		resp["token_type"] = "DPoP"
+	}
 	ttl := p.TokenTTL
 	if ttl > 0 {
 		resp["expires_in"] = int(ttl.Seconds())
@@ -384,7 +400,7 @@ func (p *Provider) issue(clientID, subject, scope, nonce string, r *http.Request
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.issued[at] = &Issued{ClientID: clientID, Subject: subject, Scope: scope, ExpiresAt: time.Now().Add(ttl), Params: params,
+	p.issued[at] = &Issued{ClientID: clientID, Subject: subject, Scope: scope, ExpiresAt: time.Now().Add(ttl), Params: params, JKT: jkt,
 		SubjectToken: r.PostForm.Get("subject_token"), ActorToken: r.PostForm.Get("actor_token")}
 	if p.IssueRefreshTokens && slices.Contains([]string{"password", "refresh_token", "authorization_code", grantDeviceCode}, grant) {
 		rt := randomToken()

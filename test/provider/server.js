@@ -16,6 +16,7 @@ import Provider, { errors } from 'oidc-provider';
 import MapAdapter from './lib/adapter.js';
 import { createClientKeys } from './lib/client_keys.js';
 import * as mtls from './lib/mtls.js';
+import { dpopFeature } from './lib/dpop.js';
 import { readEnv } from './lib/env.js';
 import { registerClientCredentials } from './lib/grants/client_credentials.js';
 import { registerJwtBearerGrant } from './lib/grants/jwt_bearer.js';
@@ -182,6 +183,7 @@ const configuration = {
     devInteractions: { enabled: false },
     deviceFlow: { enabled: true, ...deviceFlowPages },
     clientCredentials: { enabled: true },
+    dPoP: dpopFeature(),
     introspection: {
       enabled: true,
       async allowedPolicy(ctx, client, token) {
