@@ -54,11 +54,13 @@ type pendingAuthorization struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 
 	// Authorization code: the state's digest, the redirect URI the code is bound to, the PKCE
-	// verifier and the OpenID nonce.
-	StateDigest string `json:"state_digest,omitempty"`
-	RedirectURI string `json:"redirect_uri,omitempty"`
-	Verifier    string `json:"verifier,omitempty"`
-	Nonce       string `json:"nonce,omitempty"`
+	// verifier, the OpenID nonce, and the response mode asked for (empty: query), which says
+	// whether a write to the callback is the browser's form post or a pasted code.
+	StateDigest  string `json:"state_digest,omitempty"`
+	RedirectURI  string `json:"redirect_uri,omitempty"`
+	Verifier     string `json:"verifier,omitempty"`
+	Nonce        string `json:"nonce,omitempty"`
+	ResponseMode string `json:"response_mode,omitempty"`
 
 	// OAuth 1.0a: the temporary credentials' secret (their identifier is the state).
 	TemporarySecret string `json:"temporary_secret,omitempty"`

@@ -67,11 +67,18 @@ func browse(t *testing.T, authURL string) url.Values {
 // callback delivers the redirect's parameters to the callback path as the browser does.
 func (e *codeEnv) callback(t *testing.T, params url.Values) (int, string) {
 	t.Helper()
+	return e.callbackPage(t, logical.ReadOperation, params)
+}
+
+// callbackPage delivers params to the callback path with op and returns the status and body of
+// the HTML page it answers, which must not echo the code or the state.
+func (e *codeEnv) callbackPage(t *testing.T, op logical.Operation, params url.Values) (int, string) {
+	t.Helper()
 	data := map[string]any{}
 	for k := range params {
 		data[k] = params.Get(k)
 	}
-	resp := request(t, e.b, e.s, logical.ReadOperation, "callback", data)
+	resp := request(t, e.b, e.s, op, "callback", data)
 	if ct := resp.Data[logical.HTTPContentType]; ct != "text/html; charset=utf-8" {
 		t.Fatalf("content type %v", ct)
 	}
@@ -90,6 +97,14 @@ func (e *codeEnv) connect(t *testing.T, role string) int {
 	authURL, _ := e.authorize(t, role)
 	status, _ := e.callback(t, browse(t, authURL))
 	return status
+}
+
+// rediscover changes the provider's metadata and makes the config discover it again.
+func (e *codeEnv) rediscover(t *testing.T, md map[string]any) {
+	t.Helper()
+	e.p.SetMetadata(md)
+	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{"issuer": e.p.URL + "/"}))
+	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{"issuer": e.p.URL}))
 }
 
 func (e *codeEnv) status(t *testing.T, role string) map[string]any {
@@ -256,9 +271,7 @@ func TestCallbackFailuresChangeNothing(t *testing.T) {
 			return back
 		}, "RFC 9207"},
 		{"missing iss the metadata promises", func(t *testing.T, e *codeEnv) url.Values {
-			e.p.SetMetadata(map[string]any{"authorization_response_iss_parameter_supported": true})
-			mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{"issuer": e.p.URL + "/"}))
-			mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{"issuer": e.p.URL}))
+			e.rediscover(t, map[string]any{"authorization_response_iss_parameter_supported": true})
 			authURL, _ := e.authorize(t, "app")
 			return browse(t, authURL)
 		}, "has no iss"},

@@ -38,6 +38,8 @@ func pathCallback(b *backend) *framework.Path {
 	// The provider adds what it likes to the redirect (iss, scope, session_state, Google's
 	// authuser and prompt): parameters the plugin does not use are ignored, not refused.
 	read.Callback = b.pathCallbackRead
+	write := operation("Complete an authorization with the code and state pasted from the redirect (JSON), or posted by the browser for response_mode=form_post (an HTML page).", b.pathCallbackWrite, http.StatusOK, callbackFields)
+	write.Responses[http.StatusOK] = append(write.Responses[http.StatusOK], framework.Response{Description: "The page of a form_post completion.", MediaType: "text/html"})
 	return &framework.Path{
 		Pattern: "callback$",
 		DisplayAttrs: &framework.DisplayAttributes{
@@ -55,7 +57,7 @@ func pathCallback(b *backend) *framework.Path {
 		},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation:   named(forwarded(read), "complete", "authorization-in-browser"),
-			logical.UpdateOperation: named(forwarded(operation("Complete an authorization with the code and state pasted from the redirect.", b.pathCallbackWrite, http.StatusOK, callbackFields)), "complete", "authorization"),
+			logical.UpdateOperation: named(forwarded(write), "complete", "authorization"),
 		},
 		HelpSynopsis:    pathCallbackHelpSyn,
 		HelpDescription: pathCallbackHelpDesc,
@@ -96,6 +98,9 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 		RedirectURI: firstNonEmpty(role.RedirectURI, cfg.RedirectURI),
 		Verifier:    oauthclient.GenerateVerifier(),
 	}
+	if role.responseMode() == responseModeFormPost {
+		p.ResponseMode = responseModeFormPost
+	}
 	if slices.Contains(role.Scopes, "openid") {
 		if p.Nonce, err = randomToken(); err != nil {
 			return nil, err
@@ -106,7 +111,7 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 	}
 	u := oauthclient.AuthorizationRequest{
 		AuthURL: authURL, ClientID: creds.ClientID, RedirectURI: p.RedirectURI, Scopes: role.Scopes,
-		State: state, Verifier: p.Verifier, Nonce: p.Nonce, Params: role.AuthParams,
+		State: state, Verifier: p.Verifier, Nonce: p.Nonce, ResponseMode: p.ResponseMode, Params: role.AuthParams,
 	}.URL()
 	return &logical.Response{Data: map[string]any{
 		"auth_url":   u,
@@ -146,49 +151,61 @@ func badCallback(format string, args ...any) error {
 
 var errUnknownState = badCallback("the state is unknown, was already used, or belongs to an authorization that was replaced: start again with authorize/<name>")
 
-// complete finishes the authorization code flow the state names and returns the role's name and
-// its new authorization. The state is used up first, so that it works once whatever follows.
-// fromBrowser marks the browser's redirect, which must carry iss when the provider promises it;
-// a pasted code is checked against an iss only when one is pasted with it.
-func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.FieldData, fromBrowser bool) (string, *authorization, error) {
+// completion is how far a callback got.
+type completion struct {
+	// role is the role the state named, if it named one.
+	role string
+	// formPost: the state named an authorization asked for with response_mode=form_post, so a
+	// write to the callback is the browser's post of the provider's form, not a pasted code.
+	formPost bool
+	authz    *authorization
+}
+
+// complete finishes the authorization code flow the state names. The state is used up first,
+// so that it works once whatever follows. get marks the browser's redirect; the browser's form
+// post (formPost) counts as one too: either must carry iss when the provider promises it. A
+// pasted code is checked against an iss only when one is pasted with it.
+func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.FieldData, get bool) (completion, error) {
 	if _, ok := d.GetOk("oauth_token"); ok {
-		return b.completeOAuth1(ctx, s, d)
+		name, authz, err := b.completeOAuth1(ctx, s, d)
+		return completion{role: name, authz: authz}, err
 	}
 	state := d.Get("state").(string)
 	if state == "" {
-		return "", nil, badCallback("state is missing")
+		return completion{}, badCallback("state is missing")
 	}
 	if len(state) > 512 {
-		return "", nil, errUnknownState
+		return completion{}, errUnknownState
 	}
 	name, p, err := b.consumeState(ctx, s, stateDigest(state), kindCode)
+	c := completion{role: name, formPost: p != nil && p.ResponseMode == responseModeFormPost}
 	if err != nil {
-		return name, nil, err
+		return c, err
 	}
 	if code := d.Get("error").(string); code != "" {
-		return name, nil, badCallback("the provider did not authorize role %q: error=%q error_description=%q", name, clipInput(code), clipInput(d.Get("error_description").(string)))
+		return c, badCallback("the provider did not authorize role %q: error=%q error_description=%q", name, clipInput(code), clipInput(d.Get("error_description").(string)))
 	}
 	code := d.Get("code").(string)
 	if code == "" || len(code) > maxFieldBytes {
-		return name, nil, badCallback("code is missing")
+		return c, badCallback("code is missing")
 	}
 	role, err := b.role(ctx, s, name)
 	if err != nil {
-		return name, nil, err
+		return c, err
 	}
 	cfg, err := b.config(ctx, s)
 	if err != nil {
-		return name, nil, err
+		return c, err
 	}
 	if role == nil || cfg == nil || role.Incarnation != p.Incarnation || role.GrantType != grantAuthorizationCode {
-		return name, nil, errStaleAuthorization
+		return c, errStaleAuthorization
 	}
-	if err := checkIssuer(d, cfg, fromBrowser); err != nil {
-		return name, nil, err
+	if err := checkIssuer(d, cfg, get || c.formPost); err != nil {
+		return c, err
 	}
 	client, tr, err := b.tokenClient(ctx, s, name, cfg, role)
 	if err != nil {
-		return name, nil, err
+		return c, err
 	}
 	tr.GrantType = oauthclient.GrantAuthorizationCode
 	tr.Scopes = nil // RFC 6749 §4.1.3: the code carries the scope
@@ -200,10 +217,10 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	tok, err := client.Exchange(ctx, tr)
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(took), err)
 	if err != nil {
-		return name, nil, badCallback("exchanging the code for role %q failed: %v", name, err)
+		return c, badCallback("exchanging the code for role %q failed: %v", name, err)
 	}
-	authz, err := b.authorized(ctx, s, name, role, cfg, before, tok, p.Nonce, sent, func() error { return nil })
-	return name, authz, err
+	c.authz, err = b.authorized(ctx, s, name, role, cfg, before, tok, p.Nonce, sent, func() error { return nil })
+	return c, err
 }
 
 // authorized checks and stores the tokens a person's authorization of the role gave.
@@ -223,7 +240,8 @@ func (b *backend) authorized(ctx context.Context, s logical.Storage, name string
 	return authz, err
 }
 
-// consumeState uses up the state's pending authorization and returns it with its role.
+// consumeState uses up the state's pending authorization and returns it with its role; an
+// expired one is returned with the error, so that the answer can take the form it expects.
 func (b *backend) consumeState(ctx context.Context, s logical.Storage, digest, kind string) (string, *pendingAuthorization, error) {
 	se, err := readEntry[stateEntry](ctx, s, statePrefix+digest)
 	if err != nil {
@@ -245,7 +263,7 @@ func (b *backend) consumeState(ctx context.Context, s logical.Storage, digest, k
 	}
 	if !b.now().Before(p.ExpiresAt) {
 		// Kept, so that the role's status says expired; a new authorize replaces it.
-		return name, nil, badCallback("the authorization of role %q expired at %s: start again with authorize/%s", name, rfc3339(p.ExpiresAt), name)
+		return name, p, badCallback("the authorization of role %q expired at %s: start again with authorize/%s", name, rfc3339(p.ExpiresAt), name)
 	}
 	if err := b.dropPending(ctx, s, name); err != nil {
 		return name, nil, err
@@ -272,20 +290,27 @@ func checkIssuer(d *framework.FieldData, cfg *configEntry, required bool) error 
 // completeLimited is complete behind the rate limit of failed callbacks. The whole path is
 // unauthenticated (Vault's Unauthenticated covers every operation of a path), so a pasted code
 // counts as a browser's does.
-func (b *backend) completeLimited(ctx context.Context, s logical.Storage, d *framework.FieldData, fromBrowser bool) (string, *authorization, error) {
+func (b *backend) completeLimited(ctx context.Context, s logical.Storage, d *framework.FieldData, get bool) (completion, error) {
 	now := b.now()
 	if !b.callbacks.allow(now) {
-		return "", nil, &callbackError{status: http.StatusTooManyRequests, msg: "too many callbacks failed recently: wait a minute, then start again"}
+		return completion{}, &callbackError{status: http.StatusTooManyRequests, msg: "too many callbacks failed recently: wait a minute, then start again"}
 	}
-	name, authz, err := b.complete(ctx, s, d, fromBrowser)
+	c, err := b.complete(ctx, s, d, get)
 	if err != nil {
 		b.callbacks.fail(now)
 	}
-	return name, authz, err
+	return c, err
 }
 
+// pathCallbackWrite answers the browser's form post (response_mode=form_post) with the page a
+// GET gets, and a pasted code with JSON. A state that names no authorization (unknown, spent,
+// replaced), or a callback refused by the rate limit before any state is looked up, cannot
+// tell which it is: it answers JSON.
 func (b *backend) pathCallbackWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name, authz, err := b.completeLimited(ctx, req.Storage, d, false)
+	c, err := b.completeLimited(ctx, req.Storage, d, false)
+	if c.formPost {
+		return b.callbackAnswerPage(c, err), nil
+	}
 	if ce := (*callbackError)(nil); errors.As(err, &ce) {
 		if ce.status == http.StatusTooManyRequests {
 			return logical.RespondWithStatusCode(logical.ErrorResponse(ce.msg), req, ce.status)
@@ -295,26 +320,31 @@ func (b *backend) pathCallbackWrite(ctx context.Context, req *logical.Request, d
 	if err != nil {
 		return nil, err
 	}
-	data := map[string]any{"role": name, "authorized_at": rfc3339(authz.AuthorizedAt)}
-	if authz.Subject != "" {
-		data["sub"] = authz.Subject
+	data := map[string]any{"role": c.role, "authorized_at": rfc3339(c.authz.AuthorizedAt)}
+	if c.authz.Subject != "" {
+		data["sub"] = c.authz.Subject
 	}
 	return &logical.Response{Data: data}, nil
 }
 
 func (b *backend) pathCallbackRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name, _, err := b.completeLimited(ctx, req.Storage, d, true)
+	c, err := b.completeLimited(ctx, req.Storage, d, true)
+	return b.callbackAnswerPage(c, err), nil
+}
+
+// callbackAnswerPage is the browser's page on how its callback went.
+func (b *backend) callbackAnswerPage(c completion, err error) *logical.Response {
 	var ce *callbackError
 	switch {
 	case errors.As(err, &ce) && ce.status == http.StatusTooManyRequests:
-		return callbackPage(ce.status, "Too many failed attempts", ce.msg), nil
+		return callbackPage(ce.status, "Too many failed attempts", ce.msg)
 	case errors.As(err, &ce):
-		return callbackPage(ce.status, "Authorization failed", ce.msg), nil
+		return callbackPage(ce.status, "Authorization failed", ce.msg)
 	case err != nil:
-		b.Logger().Error("completing an authorization failed", "role", name, "error", err)
-		return callbackPage(http.StatusInternalServerError, "Authorization failed", "Vault could not complete the authorization; its log says why."), nil
+		b.Logger().Error("completing an authorization failed", "role", c.role, "error", err)
+		return callbackPage(http.StatusInternalServerError, "Authorization failed", "Vault could not complete the authorization; its log says why.")
 	}
-	return callbackPage(http.StatusOK, "Authorized", fmt.Sprintf("Vault's role %q is now connected. You can close this window.", name)), nil
+	return callbackPage(http.StatusOK, "Authorized", fmt.Sprintf("Vault's role %q is now connected. You can close this window.", c.role))
 }
 
 // callbackPageTemplate is self-contained: no script, style sheet, image or font is loaded, and
@@ -365,7 +395,7 @@ const pathAuthorizeHelpSyn = `Start the authorization code flow (with PKCE) of a
 const pathAuthorizeHelpDesc = `
 Returns auth_url, the provider's authorization endpoint with response_type=code, the client_id,
 the redirect_uri, the scope, a state, a PKCE S256 code_challenge, a nonce when the scopes include
-openid, and the role's auth_params. Open it in a browser and sign in; the provider redirects to
+openid, the role's auth_params, and response_mode=form_post when the role sets it. Open it in a browser and sign in; the provider redirects to
 the redirect URI with a code and the state. If that is Vault's callback path
 (https://<vault>/v1/<mount>/callback), the role is authorized at once; otherwise paste code and
 state into "vault write <mount>/callback code=... state=...".
@@ -388,10 +418,13 @@ The provider redirects the browser here (GET, unauthenticated: register
 https://<vault>/v1/<mount>/callback as the redirect URI) with code and state, or with error and
 error_description. The plugin checks the state (known, unexpired, unused), checks iss when the
 provider sends it (RFC 9207; a pasted code may omit it), exchanges the code with the PKCE verifier, and answers a small HTML
-page naming the role now connected. A write with code and state does the same for a code pasted
-by hand (a redirect URI that is not Vault) and answers JSON. Both need no Vault token: the
-pending state is what authorizes a completion. OAuth 1.0a roles complete with oauth_token and
-oauth_verifier instead of code and state.
+page naming the role now connected. With the role's response_mode=form_post the browser POSTs
+the same parameters as a form instead, which keeps them out of the request_uri that Vault's
+audit log writes in clear, and gets the same page. A write with code and state for a role in
+query mode is a code pasted by hand (a redirect URI that is not Vault) and answers JSON; so does
+a write whose state names no pending authorization. All need no Vault token: the pending state
+is what authorizes a completion. OAuth 1.0a roles complete with oauth_token and oauth_verifier
+instead of code and state.
 
 An unknown, expired, replayed or replaced state, a provider error, a refused code or a token
 response without a refresh token is a 400 and changes nothing. Failed callbacks are

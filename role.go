@@ -53,9 +53,11 @@ type roleEntry struct {
 	DPoP    bool   `json:"dpop,omitempty"`
 	DPoPKey string `json:"dpop_key,omitempty"`
 
-	// RedirectURI and AuthParams shape the authorization request of authorization_code roles.
-	RedirectURI string            `json:"redirect_uri,omitempty"`
-	AuthParams  map[string]string `json:"auth_params,omitempty"`
+	// RedirectURI, AuthParams and ResponseMode shape the authorization request of
+	// authorization_code roles; an empty ResponseMode is query.
+	RedirectURI  string            `json:"redirect_uri,omitempty"`
+	AuthParams   map[string]string `json:"auth_params,omitempty"`
+	ResponseMode string            `json:"response_mode,omitempty"`
 	// Authorization is the person's authorization that the role's refresh token chain started
 	// from (authorization_code, device_code); nil until one completes.
 	Authorization *authorization `json:"authorization,omitempty"`
@@ -145,6 +147,7 @@ func (r *roleEntry) update(d *framework.FieldData) error {
 		}
 		r.AuthParams = params
 	}
+	setString(d, "response_mode", &r.ResponseMode)
 	setDuration(d, "default_ttl", &r.DefaultTTL)
 	setDuration(d, "max_ttl", &r.MaxTTL)
 	setBool(d, "lease", &r.Lease)
@@ -241,6 +244,9 @@ func (r *roleEntry) validate(cfg *configEntry) error {
 	if err := validateEndpointURL("redirect_uri", r.RedirectURI); err != nil {
 		return err
 	}
+	if err := validateChoice("response_mode", r.responseMode(), responseModes); err != nil {
+		return err
+	}
 	for k := range r.SecretTokenParams {
 		if _, ok := r.TokenParams[k]; ok {
 			return fieldErrorf("secret_token_params", "%q is also in token_params; give each parameter once", clipInput(k))
@@ -263,6 +269,9 @@ func (r *roleEntry) validate(cfg *configEntry) error {
 				return fieldErrorf(field, "applies only to grant_type=%s", grantTokenExchange)
 			}
 		}
+	}
+	if r.GrantType != grantAuthorizationCode && r.responseMode() != responseModeQuery {
+		return fieldErrorf("response_mode", "%s applies only to grant_type=%s", r.ResponseMode, grantAuthorizationCode)
 	}
 	if err := grantFlows[r.GrantType].validate(r, cfg); err != nil {
 		return err

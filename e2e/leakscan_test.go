@@ -13,7 +13,8 @@ package e2e
 // plugin and the provider see (PKCE verifiers, device codes, tokens obtained in the background),
 // which the provider's /test/secrets tells (rememberProviderSecrets). One exception, reported
 // but not failing: the code and state in the request_uri of an audited callback GET
-// (callbackURIs).
+// (callbackURIs). A role with response_mode=form_post has none: its browser POSTs them, and
+// any of them in clear in the audit log fails the scan like any other secret.
 
 import (
 	"bytes"
@@ -567,6 +568,7 @@ func TestLeakScannerCallbackURIs(t *testing.T) {
 		"a token in a callback's request_uri":  entry("read", "oauth/callback", "/v1/oauth/callback?access_token="+token),
 		"a code in another path's request_uri": entry("read", "oauth/creds/app", "/v1/oauth/creds/app?code="+code),
 		"a code in a pasted callback's write":  entry("update", "oauth/callback", "/v1/oauth/callback?code="+code),
+		"a state in a form post's data":        `{"request":{"operation":"update","path":"oauth/callback","request_uri":"/v1/oauth/callback","data":{"state":"` + state + `"}}}`,
 		"a code outside request_uri":           `{"request":{"operation":"read","path":"oauth/callback","data":{"code":"` + code + `"}}}`,
 	} {
 		if ok, report := scan(callback, line); ok || !strings.Contains(report, "LEAK") {

@@ -8,11 +8,15 @@ package e2e
 // The browser check in a real Chromium is scripts/browser-check.sh.
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +37,7 @@ const (
 func TestUserFlows(t *testing.T) {
 	t.Run("authorization_code", func(t *testing.T) { t.Parallel(); testAuthorizationCodeIntoVault(t) })
 	t.Run("pasted", func(t *testing.T) { t.Parallel(); testAuthorizationCodePasted(t) })
+	t.Run("form_post", func(t *testing.T) { t.Parallel(); testAuthorizationCodeFormPost(t) })
 	t.Run("errors", func(t *testing.T) { t.Parallel(); testAuthorizationCodeErrors(t) })
 	t.Run("device", func(t *testing.T) { t.Parallel(); testDeviceFlow(t) })
 	t.Run("device_denied", func(t *testing.T) { t.Parallel(); testDeviceFlowDenied(t) })
@@ -58,6 +63,7 @@ type page struct {
 	body     string
 	doc      *html.Node // nil unless the answer is HTML
 	location *url.URL   // a redirect that was not followed
+	posted   url.Values // the form posted to url, when the browser ran a page's script that posts one
 }
 
 func newBrowser(t testing.TB, vaultAddr string) *browser {
@@ -246,6 +252,34 @@ func visibleText(n *html.Node) string {
 	return strings.Join(strings.Fields(b.String()), " ")
 }
 
+// autoSubmit does what the script of a page with an auto-submitting form does (the page of the
+// form_post response mode): document.forms[0].submit(), which sends the form's fields and no
+// button, as application/x-www-form-urlencoded to the form's action.
+func (b *browser) autoSubmit(p page) page {
+	b.t.Helper()
+	var form *html.Node
+	if p.doc != nil {
+		form = findNode(p.doc, func(n *html.Node) bool { return n.Data == "form" })
+	}
+	if form == nil || !strings.EqualFold(attr(form, "method"), "post") || findNode(p.doc, func(n *html.Node) bool { return n.Data == "script" }) == nil {
+		b.t.Fatalf("browser: %s (HTTP %d) is no page that posts a form by script: %s", p.url.Path, p.status, p.body)
+	}
+	values := url.Values{}
+	walk(form, func(n *html.Node) {
+		if n.Type == html.ElementNode && n.Data == "input" && attr(n, "name") != "" {
+			values.Set(attr(n, "name"), attr(n, "value"))
+		}
+	})
+	action, err := p.url.Parse(attr(form, "action"))
+	must(b.t, err)
+	req, err := http.NewRequest(http.MethodPost, action.String(), strings.NewReader(values.Encode()))
+	must(b.t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	next := b.do(req)
+	next.posted = values
+	return next
+}
+
 // signIn walks from authURL through the provider's sign-in page as alice to the consent page.
 func (b *browser) signIn(authURL string) page {
 	b.t.Helper()
@@ -366,7 +400,11 @@ func checkCallbackPage(t *testing.T, p page, mount string, status int, want stri
 	if p.url.Path != "/v1/"+mount+"/callback" {
 		t.Fatalf("the browser ended at %s (HTTP %d), not at Vault's callback", p.url.Path, p.status)
 	}
-	code, state := p.url.Query().Get("code"), p.url.Query().Get("state")
+	params := p.url.Query()
+	for k, v := range p.posted {
+		params[k] = v
+	}
+	code, state := params.Get("code"), params.Get("state")
 	rememberSecret(kindAuthCode, code)
 	recordText("callback page "+p.url.Path, p.body)
 	text := visibleText(p.doc)
@@ -552,6 +590,103 @@ func testAuthorizationCodePasted(t *testing.T) {
 	}
 	if after := env.ProviderStats(t).ByClient[clientID]; after != before {
 		t.Errorf("a replayed pasted callback reached the provider (%d token requests, %d before)", after, before)
+	}
+}
+
+// testAuthorizationCodeFormPost: with response_mode=form_post the provider's answer is a page
+// whose script posts code, state and iss to Vault's callback; the browser lands on the same page
+// as with a redirect, creds work, and neither the code nor the state is anywhere in clear in
+// Vault's logs: the audited post has no query in its request_uri (Vault writes none) and its
+// data HMACed.
+func testAuthorizationCodeFormPost(t *testing.T) {
+	c := env.client
+	mount := newMount(t, "flows")
+	redirect := vaultCallback(env.vaultAddr, mount)
+	mustWrite(t, c, mount+"/config", map[string]any{"issuer": env.ProviderURL})
+	const scopes = "openid read"
+	clientID := userFlowClient(t, c, mount, "authorization_code", scopes, redirect,
+		map[string]any{"auth_params": "prompt=consent", "response_mode": "form_post"})
+	if got := str(mustRead(t, c, mount+"/roles/"+flowRole).Data["response_mode"]); got != "form_post" {
+		t.Errorf("role response_mode %q, want form_post", got)
+	}
+	authURL, state := authorize(t, c, mount, clientID, redirect, scopes)
+	if got := mustParseURL(t, authURL).Query().Get("response_mode"); got != "form_post" {
+		t.Errorf("auth_url response_mode %q, want form_post", got)
+	}
+
+	b := newBrowser(t, env.vaultAddr)
+	p := b.submit(b.signIn(authURL), "consent", "Allow", nil)
+	if p.url.Host == mustParseURL(t, env.vaultAddr).Host || p.location != nil {
+		t.Fatalf("the provider's answer to consent is no form_post page: HTTP %d at %s (location %v)", p.status, p.url, p.location)
+	}
+	p = b.autoSubmit(p)
+	if p.posted.Get("state") != state || p.posted.Get("iss") != env.ProviderURL || p.posted.Get("code") == "" {
+		t.Errorf("the provider's form posted state %v, iss %q and a code %v; want the authorize state, %q and a code",
+			p.posted.Get("state") == state, p.posted.Get("iss"), p.posted.Get("code") != "", env.ProviderURL)
+	}
+	if p.url.RawQuery != "" {
+		t.Errorf("the form was posted to a URL with a query")
+	}
+	checkCallbackPage(t, p, mount, http.StatusOK, flowRole)
+	credsAfter(t, c, mount, clientID)
+	if st := flowStatus(t, c, mount); str(st["authorization"]) != "authorized" || str(st["sub"]) != flowUser {
+		t.Errorf("status after the form post: authorization %q, sub %q", st["authorization"], st["sub"])
+	}
+	checkFormPostAudited(t, mount, p.posted.Get("code"), state)
+}
+
+// checkFormPostAudited: the audit log has the form post to the mount's callback, answered, with
+// no query in its request_uri and the code and state HMACed; neither is in clear in the audit
+// log or Vault's server log.
+func checkFormPostAudited(t *testing.T, mount, code, state string) {
+	t.Helper()
+	var audit []byte
+	var posts int
+	if !everySecond(time.Now().Add(10*time.Second), func() bool {
+		var err error
+		audit, err = os.ReadFile(filepath.Join(env.StateDir, "audit.log"))
+		must(t, err)
+		posts = 0
+		for _, line := range bytes.Split(audit, []byte("\n")) {
+			var e struct {
+				Type    string `json:"type"`
+				Request struct {
+					Operation  string         `json:"operation"`
+					Path       string         `json:"path"`
+					RequestURI string         `json:"request_uri"`
+					Data       map[string]any `json:"data"`
+				} `json:"request"`
+			}
+			if json.Unmarshal(line, &e) != nil || e.Request.Path != mount+"/callback" || e.Request.Operation != "update" {
+				continue
+			}
+			if strings.Contains(e.Request.RequestURI, "?") {
+				t.Errorf("audited request_uri of the form post has a query: %q", e.Request.RequestURI)
+			}
+			for _, k := range []string{"code", "state"} {
+				if v := str(e.Request.Data[k]); !strings.HasPrefix(v, "hmac-sha256:") {
+					t.Errorf("audited %s of the form post is not an HMAC: %q", k, v[:min(len(v), 12)])
+				}
+			}
+			if e.Type == "response" {
+				posts++
+			}
+		}
+		return posts > 0
+	}) {
+		t.Fatalf("no answered form post to %s/callback in the audit log within 10 s", mount)
+	}
+	server, err := os.ReadFile(filepath.Join(env.StateDir, "vault.log"))
+	must(t, err)
+	for name, log := range map[string][]byte{"audit.log": audit, "vault.log": server} {
+		for what, v := range map[string]string{"code": code, "state": state} {
+			if v == "" {
+				continue
+			}
+			if bytes.Contains(log, []byte(v)) || bytes.Contains(log, []byte(url.QueryEscape(v))) {
+				t.Errorf("%s holds the form post's %s in clear", name, what)
+			}
+		}
 	}
 }
 

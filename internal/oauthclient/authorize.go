@@ -34,6 +34,9 @@ type AuthorizationRequest struct {
 	Verifier string
 	// Nonce is sent when not empty (OpenID Connect Core §3.1.2.1).
 	Nonce string
+	// ResponseMode is sent when not empty: form_post makes the provider's answer a form the
+	// browser posts to the redirect URI (OAuth 2.0 Form Post Response Mode).
+	ResponseMode string
 	// Params are extra parameters (access_type=offline, prompt=consent, ...).
 	Params map[string]string
 }
@@ -52,6 +55,9 @@ func (r AuthorizationRequest) URL() string {
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(r.Verifier)}
 	if r.Nonce != "" {
 		opts = append(opts, oauth2.SetAuthURLParam("nonce", r.Nonce))
+	}
+	if r.ResponseMode != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("response_mode", r.ResponseMode))
 	}
 	for k, v := range r.Params {
 		opts = append(opts, oauth2.SetAuthURLParam(k, v))

@@ -22,6 +22,7 @@ type Metadata struct {
 	IntrospectionEndpoint             string   `json:"introspection_endpoint"`
 	TokenEndpointAuthMethodsSupported []string `json:"token_endpoint_auth_methods_supported"`
 	GrantTypesSupported               []string `json:"grant_types_supported"`
+	ResponseModesSupported            []string `json:"response_modes_supported"`
 	// AuthorizationResponseIssParameterSupported promises an iss in every authorization
 	// response (RFC 9207 §3).
 	AuthorizationResponseIssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`

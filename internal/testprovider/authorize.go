@@ -3,6 +3,7 @@ package testprovider
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -28,7 +29,9 @@ type deviceGrant struct {
 
 // authorize is the authorization endpoint (RFC 6749 §4.1.1, RFC 7636): it signs
 // AuthorizeSubject in and consents at once, and redirects back with a code, or with
-// AuthorizeError. A redirect URI that is not registered exactly gets no redirect (§4.1.2.1).
+// AuthorizeError; with response_mode=form_post it answers a page whose form posts them to the
+// redirect URI instead (OAuth 2.0 Form Post Response Mode). A redirect URI that is not
+// registered exactly gets no redirect (§4.1.2.1).
 func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	c := p.client(q.Get("client_id"))
@@ -41,7 +44,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad redirect_uri", http.StatusBadRequest)
 		return
 	}
-	params := back.Query()
+	params := url.Values{}
 	params.Set("state", q.Get("state"))
 	if p.SendIss {
 		params.Set("iss", p.URL)
@@ -67,9 +70,31 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		p.mu.Unlock()
 		params.Set("code", code)
 	}
-	back.RawQuery = params.Encode()
+	if q.Get("response_mode") == "form_post" {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = formPostPage.Execute(w, struct {
+			Action string
+			Params url.Values
+		}{q.Get("redirect_uri"), params})
+		return
+	}
+	query := back.Query()
+	for k, v := range params {
+		query[k] = v
+	}
+	back.RawQuery = query.Encode()
 	http.Redirect(w, r, back.String(), http.StatusFound)
 }
+
+// formPostPage is the auto-submitting form of the form_post response mode.
+var formPostPage = template.Must(template.New("form_post").Parse(`<!DOCTYPE html>
+<html><head><title>Submit</title></head>
+<body onload="document.forms[0].submit()">
+<form method="post" action="{{.Action}}">
+{{range $k, $v := .Params}}<input type="hidden" name="{{$k}}" value="{{index $v 0}}">
+{{end}}</form>
+</body></html>
+`))
 
 // codeGrant redeems an authorization code once, for its client and redirect URI, with the
 // PKCE verifier of its challenge.

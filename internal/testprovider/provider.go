@@ -281,6 +281,7 @@ func (p *Provider) discovery(w http.ResponseWriter, _ *http.Request) {
 		"revocation_endpoint":                   p.URL + "/revoke",
 		"authorization_endpoint":                p.URL + "/authorize",
 		"device_authorization_endpoint":         p.URL + "/device_authorization",
+		"response_modes_supported":              []string{"query", "form_post"},
 		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt", "none"},
 		"grant_types_supported":                 []string{"client_credentials", "password", "refresh_token", "urn:ietf:params:oauth:grant-type:jwt-bearer", "urn:ietf:params:oauth:grant-type:token-exchange", "authorization_code", grantDeviceCode},
 	}
