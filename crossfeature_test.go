@@ -1,0 +1,99 @@
+package oauth
+
+import (
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/testprovider"
+)
+
+// rotatingSecretConfig points the backend at p (which takes only newSecret) with client_secret
+// oldSecret and client_secret_next newSecret on the config.
+func rotatingSecretConfig(t *testing.T, b *backend, s logical.Storage, p *testprovider.Provider, extra map[string]any) {
+	t.Helper()
+	data := map[string]any{"issuer": p.URL, "client_id": testClientID, "client_secret": oldSecret, "client_secret_next": newSecret}
+	for k, v := range extra {
+		data[k] = v
+	}
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", data))
+}
+
+func configPromoted(t *testing.T, s logical.Storage) bool {
+	t.Helper()
+	cfg, err := readEntry[configEntry](t.Context(), s, configPath)
+	if err != nil || cfg == nil {
+		t.Fatalf("config: %v %v", cfg, err)
+	}
+	return cfg.ClientSecret == newSecret && cfg.ClientSecretNext == ""
+}
+
+// The code exchange falls back on client_secret_next as every other token request does: a
+// person's authorization is not lost to a secret rotated at the provider.
+func TestSecretNextOnCodeExchange(t *testing.T) {
+	p := testprovider.New(t)
+	p.AddClient(&testprovider.Client{ID: testClientID, Secret: newSecret, AuthMethod: "client_secret_basic", RedirectURIs: []string{testRedirectURI}})
+	b, s := newTestBackend(t)
+	rotatingSecretConfig(t, b, s, p, map[string]any{"redirect_uri": testRedirectURI})
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"grant_type": "authorization_code", "scopes": "openid,offline_access"}))
+	e := &codeEnv{b: b, s: s, p: p}
+	if status := e.connect(t, "app"); status != http.StatusOK {
+		t.Fatalf("callback answered %d", status)
+	}
+	if e.status(t, "app")["authorization"] != "authorized" || !configPromoted(t, s) {
+		t.Fatal("the code exchange did not fall back on client_secret_next and promote it")
+	}
+}
+
+// The device authorization request and the device polls fall back on client_secret_next too.
+func TestSecretNextOnDeviceFlow(t *testing.T) {
+	p := testprovider.New(t)
+	p.AddClient(&testprovider.Client{ID: testClientID, Secret: newSecret, AuthMethod: "client_secret_basic"})
+	b, s := newTestBackend(t)
+	e := &deviceEnv{b: b, s: s, p: p, clock: clockOf(b)}
+	e.clock.Pin(time.Now())
+	rotatingSecretConfig(t, b, s, p, nil)
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"grant_type": "device_code", "scopes": "openid,offline_access"}))
+	initialize(t, b, s)
+	code := e.start(t)
+	if !configPromoted(t, s) {
+		t.Fatal("the device authorization request did not promote client_secret_next")
+	}
+	// The provider takes the old secret no more, and the next one is set again for the polls.
+	p.AddClient(&testprovider.Client{ID: testClientID, Secret: "newer-secret-0123456789abcdef012345", AuthMethod: "client_secret_basic"})
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{"client_secret_next": "newer-secret-0123456789abcdef012345"}))
+	p.ApproveDevice(code, "dave")
+	e.advance(t, 5*time.Second, 2, "authorized", "")
+}
+
+// With mutual TLS the device authorization request goes to the provider's mTLS alias of the
+// device authorization endpoint (RFC 8705 §5), as the token requests do to theirs.
+func TestMTLSDeviceAuthorizationAlias(t *testing.T) {
+	pki := newClientPKI(t, "payments")
+	p := testprovider.NewTLS(t, pki.pool)
+	p.SetMetadata(map[string]any{"mtls_endpoint_aliases": map[string]any{
+		"token_endpoint": p.URL + "/mtls/token", "device_authorization_endpoint": p.URL + "/mtls/device_authorization",
+	}})
+	p.AddClient(&testprovider.Client{ID: "payments", AuthMethod: "tls_client_auth", TLSSubjectDN: "CN=payments"})
+	var mu sync.Mutex
+	var paths []string
+	p.Intercept = func(_ http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		paths = append(paths, r.URL.Path)
+		return false
+	}
+	b, s := tlsConfigured(t, p)
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{
+		"grant_type": "device_code", "client_id": "payments", "auth_method": "tls_client_auth", "client_cert": pki.certPEM, "client_key": pki.keyPEM,
+	}))
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "device/app", nil))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(paths) != 1 || paths[0] != "/mtls/device_authorization" {
+		t.Fatalf("device authorization requests went to %v", paths)
+	}
+}
