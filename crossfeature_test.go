@@ -73,7 +73,7 @@ func TestSecretNextOnDeviceFlow(t *testing.T) {
 // device authorization endpoint (RFC 8705 §5), as the token requests do to theirs.
 func TestMTLSDeviceAuthorizationAlias(t *testing.T) {
 	pki := newClientPKI(t, "payments")
-	p := testprovider.NewTLS(t, pki.pool)
+	p := testprovider.NewTLS(t, pki.Pool)
 	p.SetMetadata(map[string]any{"mtls_endpoint_aliases": map[string]any{
 		"token_endpoint": p.URL + "/mtls/token", "device_authorization_endpoint": p.URL + "/mtls/device_authorization",
 	}})
@@ -88,7 +88,7 @@ func TestMTLSDeviceAuthorizationAlias(t *testing.T) {
 	}
 	b, s := tlsConfigured(t, p)
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{
-		"grant_type": "device_code", "client_id": "payments", "auth_method": "tls_client_auth", "client_cert": pki.certPEM, "client_key": pki.keyPEM,
+		"grant_type": "device_code", "client_id": "payments", "auth_method": "tls_client_auth", "client_cert": pki.CertPEM, "client_key": pki.KeyPEM,
 	}))
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "device/app", nil))
 	mu.Lock()
