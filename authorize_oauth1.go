@@ -130,17 +130,11 @@ func (b *backend) storeOAuth1Token(ctx context.Context, s logical.Storage, name 
 		role.ConsumerKey != asked.ConsumerKey || role.AccessTokenURL != asked.AccessTokenURL {
 		return nil, errStaleAuthorization
 	}
-	id, err := randomID()
+	role.Token, role.TokenSecret = token, secret
+	authorized, err := b.storeAuthorization(ctx, s, name, role, "")
 	if err != nil {
 		return nil, err
 	}
-	authorized := *role
-	authorized.Token, authorized.TokenSecret = token, secret
-	authorized.Authorization = &authorization{ID: id, AuthorizedAt: b.now()}
-	if err := putJSON(ctx, s, rolePrefix+name, &authorized); err != nil {
-		return nil, err
-	}
-	b.cache.roles.set(name, &authorized)
 	return authorized.Authorization, nil
 }
 
