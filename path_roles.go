@@ -176,7 +176,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err := b.checkChain(ctx, req.Storage, name, role); err != nil {
 		return errorResponse(err)
 	}
-	if err := b.checkKeyNames(ctx, req.Storage, map[string]string{"client_key_name": role.ClientKeyName, "assertion_key_name": role.AssertionKeyName}); err != nil {
+	if err := b.checkKeyNames(ctx, req.Storage, role.keyNames()); err != nil {
 		return errorResponse(err)
 	}
 	if old == nil {
