@@ -97,3 +97,15 @@ func TestMTLSDeviceAuthorizationAlias(t *testing.T) {
 		t.Fatalf("device authorization requests went to %v", paths)
 	}
 }
+
+// exchange/ answers its token to the reader, who holds no DPoP key and cannot have sign/ prove
+// it: a reader-supplied token_exchange role refuses dpop, and one with a subject_role takes it.
+func TestDPoPOnlyOnExchangeRolesWithATokenOfTheirOwn(t *testing.T) {
+	p := newProviderWithClient(t)
+	b, s := configured(t, p)
+	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/obo", map[string]any{"grant_type": "token_exchange", "dpop": true}), "dpop")
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/obo", map[string]any{"grant_type": "token_exchange"}))
+	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/obo", map[string]any{"dpop": true}), "dpop")
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/subject", nil))
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/chained", map[string]any{"grant_type": "token_exchange", "subject_role": "subject", "dpop": true}))
+}
