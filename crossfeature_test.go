@@ -109,3 +109,35 @@ func TestDPoPOnlyOnExchangeRolesWithATokenOfTheirOwn(t *testing.T) {
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/subject", nil))
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/chained", map[string]any{"grant_type": "token_exchange", "subject_role": "subject", "dpop": true}))
 }
+
+// A DPoP role that a person authorizes gets DPoP-bound tokens from the code exchange and from the
+// device polls, proofs carrying the provider's nonce.
+func TestDPoPOnDelegatedGrants(t *testing.T) {
+	bound := func(t *testing.T, b *backend, s logical.Storage, p *testprovider.Provider) {
+		t.Helper()
+		creds := readCreds(t, b, s, "app", nil)
+		issued, active := p.Introspect(creds.Data["access_token"].(string))
+		if creds.Data["token_type"] != "DPoP" || !active || issued.JKT == "" || issued.JKT != statusJKT(t, b, s) {
+			t.Fatalf("token_type %v, bound to %q, role key %q", creds.Data["token_type"], issued.JKT, statusJKT(t, b, s))
+		}
+	}
+	t.Run("authorization_code", func(t *testing.T) {
+		e := newCodeEnv(t)
+		e.p.RequireDPoPNonce(true)
+		mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "roles/app", map[string]any{"dpop": true}))
+		if status := e.connect(t, "app"); status != http.StatusOK {
+			t.Fatalf("callback answered %d", status)
+		}
+		bound(t, e.b, e.s, e.p)
+	})
+	t.Run("device_code", func(t *testing.T) {
+		e := newDeviceEnv(t)
+		e.p.RequireDPoPNonce(true)
+		mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "roles/app", map[string]any{"dpop": true}))
+		code := e.start(t)
+		e.p.ApproveDevice(code, "dave")
+		// The first poll learns the nonce (use_dpop_nonce) and is sent again with it.
+		e.advance(t, 5*time.Second, 2, "authorized", "")
+		bound(t, e.b, e.s, e.p)
+	})
+}
