@@ -141,3 +141,21 @@ func TestDPoPOnDelegatedGrants(t *testing.T) {
 		bound(t, e.b, e.s, e.p)
 	})
 }
+
+// A DPoP role that authenticates with mutual TLS proves its requests to the mTLS alias of the
+// token endpoint, where they go (RFC 9449 §4.3: htu is the request's URL).
+func TestDPoPAtTheMTLSAlias(t *testing.T) {
+	pki := newClientPKI(t, "payments")
+	p := testprovider.NewTLS(t, pki.Pool)
+	p.SetMetadata(map[string]any{"mtls_endpoint_aliases": map[string]any{"token_endpoint": p.URL + "/mtls/token"}})
+	p.AddClient(&testprovider.Client{ID: "payments", AuthMethod: "tls_client_auth", TLSSubjectDN: "CN=payments"})
+	b, s := tlsConfigured(t, p)
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{
+		"client_id": "payments", "auth_method": "tls_client_auth", "client_cert": pki.CertPEM, "client_key": pki.KeyPEM, "dpop": true,
+	}))
+	creds := readCreds(t, b, s, "app", nil)
+	issued, _ := p.Introspect(creds.Data["access_token"].(string))
+	if p.TokenRequestsAt("/mtls/token") != 1 || creds.Data["token_type"] != "DPoP" || issued.JKT != statusJKT(t, b, s) {
+		t.Fatalf("%d requests at the alias; token_type %v bound to %q", p.TokenRequestsAt("/mtls/token"), creds.Data["token_type"], issued.JKT)
+	}
+}
