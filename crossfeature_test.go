@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,4 +159,26 @@ func TestDPoPAtTheMTLSAlias(t *testing.T) {
 	if p.TokenRequestsAt("/mtls/token") != 1 || creds.Data["token_type"] != "DPoP" || issued.JKT != statusJKT(t, b, s) {
 		t.Fatalf("%d requests at the alias; token_type %v bound to %q", p.TokenRequestsAt("/mtls/token"), creds.Data["token_type"], issued.JKT)
 	}
+}
+
+// Roles that never hold a token of their own (oauth1, exchange/ roles) have no token gauges: with
+// role labels off they would pin the mount's least time left at 0, where no alert looks.
+func TestMetricsLeaveOutTokenlessRoles(t *testing.T) {
+	p := newProviderWithClient(t)
+	b, s := configured(t, p)
+	clockOf(b).Pin(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/signer", map[string]any{
+		"grant_type": "oauth1", "consumer_key": "k", "consumer_secret": "consumer-secret", "token": "t", "token_secret": "token-secret",
+	}))
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/obo", map[string]any{"grant_type": "token_exchange"}))
+	readCreds(t, b, s, "app", nil)
+	text := scrape(t, b, s)
+	for _, series := range []string{`vault_oauth_token_seconds_left{role="signer"}`, `vault_oauth_token_seconds_left{role="obo"}`, `vault_oauth_retry_after_seconds{role="signer"}`} {
+		if strings.Contains(text, series) {
+			t.Errorf("metrics show %s", series)
+		}
+	}
+	mustContain(t, text, `vault_oauth_token_seconds_left{role="app"} 3600`, `vault_oauth_roles 3`)
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{"metrics_role_labels": false}))
+	mustContain(t, scrape(t, b, s), `vault_oauth_token_seconds_left{role=""} 3600`)
 }
