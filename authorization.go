@@ -140,11 +140,8 @@ var errStaleAuthorization = errors.New("the role was deleted or changed, or anot
 // a grant of the previous chain still in flight then finds the role's binding changed and stores
 // nothing over it. It returns the authorization recorded.
 func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, name string, before tokenBinding, tok *oauthclient.Token, sub string, sentAt time.Time, check func() error) (*authorization, error) {
-	lock := b.roleLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-
-	role, err := readEntry[roleEntry](ctx, s, rolePrefix+name)
+	role, unlock, err := b.lockRole(ctx, s, name)
+	defer unlock()
 	if err != nil {
 		return nil, err
 	}

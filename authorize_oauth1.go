@@ -119,10 +119,8 @@ func (b *backend) completeOAuth1(ctx context.Context, s logical.Storage, d *fram
 // storeOAuth1Token makes token and secret the role's, if the role is still the one that asked
 // for them (its consumer and endpoints unchanged).
 func (b *backend) storeOAuth1Token(ctx context.Context, s logical.Storage, name string, asked *roleEntry, token, secret string) (*authorization, error) {
-	lock := b.roleLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-	role, err := readEntry[roleEntry](ctx, s, rolePrefix+name)
+	role, unlock, err := b.lockRole(ctx, s, name)
+	defer unlock()
 	if err != nil {
 		return nil, err
 	}

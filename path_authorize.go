@@ -118,10 +118,8 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 // startPending stores p as the role's authorization under way, if the role is still the one p
 // was made for.
 func (b *backend) startPending(ctx context.Context, s logical.Storage, name string, role *roleEntry, p *pendingAuthorization) error {
-	lock := b.roleLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-	current, err := readEntry[roleEntry](ctx, s, rolePrefix+name)
+	current, unlock, err := b.lockRole(ctx, s, name)
+	defer unlock()
 	if err != nil {
 		return err
 	}

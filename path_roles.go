@@ -150,11 +150,8 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	// role as it will be stored.
 	b.chainMu.Lock()
 	defer b.chainMu.Unlock()
-	lock := b.roleLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-
-	old, err := readEntry[roleEntry](ctx, req.Storage, rolePrefix+name)
+	old, unlock, err := b.lockRole(ctx, req.Storage, name)
+	defer unlock()
 	if err != nil {
 		return nil, err
 	}
