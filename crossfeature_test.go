@@ -182,3 +182,24 @@ func TestMetricsLeaveOutTokenlessRoles(t *testing.T) {
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{"metrics_role_labels": false}))
 	mustContain(t, scrape(t, b, s), `vault_oauth_token_seconds_left{role=""} 3600`)
 }
+
+// A rotate whose grant promotes client_secret_next revokes the replaced token with the secret the
+// provider now takes.
+func TestRotateRevokesWithThePromotedSecret(t *testing.T) {
+	p := testprovider.New(t)
+	p.AddClient(&testprovider.Client{ID: testClientID, Secret: oldSecret, AuthMethod: "client_secret_basic"})
+	b, s := newTestBackend(t)
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{"issuer": p.URL, "client_id": testClientID, "client_secret": oldSecret}))
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", nil))
+	old := readCreds(t, b, s, "app", nil).Data["access_token"].(string)
+	// The provider moves to the new secret; the config learns it as client_secret_next.
+	p.AddClient(&testprovider.Client{ID: testClientID, Secret: newSecret, AuthMethod: "client_secret_basic"})
+	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "config", map[string]any{"client_secret_next": newSecret}))
+	resp := mustSucceed(t, request(t, b, s, logical.UpdateOperation, "rotate/app", map[string]any{"revoke_previous": true}))
+	if _, active := p.Introspect(old); active || resp.Data["previous_token_revoked"] != true || len(resp.Warnings) > 0 {
+		t.Fatalf("previous token active=%v; rotate answered %v, warnings %v", active, resp.Data["previous_token_revoked"], resp.Warnings)
+	}
+	if !configPromoted(t, s) {
+		t.Fatal("client_secret_next was not promoted")
+	}
+}
