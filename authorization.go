@@ -142,11 +142,8 @@ var errStaleAuthorization = errors.New("the role was deleted or changed, or anot
 // a grant of the previous chain still in flight then finds the role's binding changed and stores
 // nothing over it. It returns the authorization recorded.
 func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, name string, before tokenBinding, tok *oauthclient.Token, sub string, sentAt time.Time, check func() error) (*authorization, error) {
-	lock := b.roleLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-
-	role, err := readEntry[roleEntry](ctx, s, rolePrefix+name)
+	role, unlock, err := b.lockRole(ctx, s, name)
+	defer unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -160,6 +157,25 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 	if err := check(); err != nil {
 		return nil, err
 	}
+	authorized, err := b.storeAuthorization(ctx, s, name, role, sub)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := b.currentToken(ctx, s, name)
+	if err != nil {
+		prev = nil
+	}
+	bd := bindingOf(authorized, cfg)
+	// Storage refusing the token keeps it in memory and retries: the authorization stands.
+	if err := b.putToken(ctx, s, name, newTokenEntry(tok, prev, authorized, bd, sentAt)); err != nil {
+		b.Logger().Error("storing the authorized token failed; it is kept in memory", "role", name, "error", err)
+	}
+	return authorized.Authorization, nil
+}
+
+// storeAuthorization stores role with a new authorization, by the person sub when known, and
+// returns it as stored. Called under the role's lock.
+func (b *backend) storeAuthorization(ctx context.Context, s logical.Storage, name string, role *roleEntry, sub string) (*roleEntry, error) {
 	id, err := randomID()
 	if err != nil {
 		return nil, err
@@ -170,16 +186,7 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 		return nil, err
 	}
 	b.cache.roles.set(name, &authorized)
-	prev, err := b.currentToken(ctx, s, name)
-	if err != nil {
-		prev = nil
-	}
-	bd := bindingOf(&authorized, cfg)
-	// Storage refusing the token keeps it in memory and retries: the authorization stands.
-	if err := b.putToken(ctx, s, name, newTokenEntry(tok, prev, &authorized, bd, sentAt)); err != nil {
-		b.Logger().Error("storing the authorized token failed; it is kept in memory", "role", name, "error", err)
-	}
-	return authorized.Authorization, nil
+	return &authorized, nil
 }
 
 // checkIDToken checks an ID token that came with the tokens of an authorization (OpenID Connect

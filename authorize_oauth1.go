@@ -119,10 +119,8 @@ func (b *backend) completeOAuth1(ctx context.Context, s logical.Storage, d *fram
 // storeOAuth1Token makes token and secret the role's, if the role is still the one that asked
 // for them (its consumer and endpoints unchanged).
 func (b *backend) storeOAuth1Token(ctx context.Context, s logical.Storage, name string, asked *roleEntry, token, secret string) (*authorization, error) {
-	lock := b.roleLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-	role, err := readEntry[roleEntry](ctx, s, rolePrefix+name)
+	role, unlock, err := b.lockRole(ctx, s, name)
+	defer unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -130,17 +128,11 @@ func (b *backend) storeOAuth1Token(ctx context.Context, s logical.Storage, name 
 		role.ConsumerKey != asked.ConsumerKey || role.AccessTokenURL != asked.AccessTokenURL {
 		return nil, errStaleAuthorization
 	}
-	id, err := randomID()
+	role.Token, role.TokenSecret = token, secret
+	authorized, err := b.storeAuthorization(ctx, s, name, role, "")
 	if err != nil {
 		return nil, err
 	}
-	authorized := *role
-	authorized.Token, authorized.TokenSecret = token, secret
-	authorized.Authorization = &authorization{ID: id, AuthorizedAt: b.now()}
-	if err := putJSON(ctx, s, rolePrefix+name, &authorized); err != nil {
-		return nil, err
-	}
-	b.cache.roles.set(name, &authorized)
 	return authorized.Authorization, nil
 }
 

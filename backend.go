@@ -132,6 +132,15 @@ func (b *backend) roleLock(name string) *locksutil.LockEntry {
 	return locksutil.LockForKey(b.roleLocks, name)
 }
 
+// lockRole locks the role's name and reads the role as stored (nil: there is none); the caller
+// unlocks, whatever the error.
+func (b *backend) lockRole(ctx context.Context, s logical.Storage, name string) (*roleEntry, func(), error) {
+	lock := b.roleLock(name)
+	lock.Lock()
+	role, err := readEntry[roleEntry](ctx, s, rolePrefix+name)
+	return role, lock.Unlock, err
+}
+
 func (b *backend) now() time.Time { return b.clock.Now() }
 
 const backendHelp = `

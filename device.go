@@ -179,14 +179,12 @@ func (b *backend) pollDevice(ctx context.Context, s logical.Storage, name string
 
 // requestDeviceToken is the device access token request (RFC 8628 §3.4).
 func (b *backend) requestDeviceToken(ctx context.Context, s logical.Storage, name string, cfg *configEntry, role *roleEntry, deviceCode string) (*oauthclient.Token, error) {
-	client, tr, err := b.tokenClient(ctx, s, name, cfg, role)
-	if err != nil {
-		return nil, err
-	}
-	tr.GrantType = oauthclient.GrantDeviceCode
-	tr.Scopes = nil // the device authorization request carried them
-	tr.Params.Set("device_code", deviceCode)
-	return client.Exchange(ctx, tr)
+	return withSecretNext(ctx, b, s, name, cfg, role, func(client *oauthclient.Client, tr oauthclient.TokenRequest) (*oauthclient.Token, error) {
+		tr.GrantType = oauthclient.GrantDeviceCode
+		tr.Scopes = nil // the device authorization request carried them
+		tr.Params.Set("device_code", deviceCode)
+		return client.Exchange(ctx, tr)
+	})
 }
 
 // deviceApproved stores the tokens of an approved device flow, unless another flow replaced it.

@@ -253,39 +253,49 @@ func (b *backend) failed(ctx context.Context, s logical.Storage, name, grantBind
 }
 
 // requestToken performs the role's grant with the refresh token it may use (and, for a token
-// exchange, the subject and actor tokens in). When the provider
-// refuses the client secret (invalid_client) and a client_secret_next is set, the grant is tried
-// once more with that one, which is promoted if the provider takes it.
+// exchange, the subject and actor tokens in).
 func (b *backend) requestToken(ctx context.Context, s logical.Storage, name string, cfg *configEntry, role *roleEntry, bd tokenBinding, current *tokenEntry, in exchangeInputs) (*oauthclient.Token, error) {
-	attempt := func(secret string) (*oauthclient.Token, string, error) {
-		client, req, err := b.tokenClient(ctx, s, name, cfg, role)
-		if err != nil {
-			return nil, "", err
-		}
-		if secret != "" {
-			req.Auth.ClientSecret = secret
-		}
+	return withSecretNext(ctx, b, s, name, cfg, role, func(client *oauthclient.Client, req oauthclient.TokenRequest) (*oauthclient.Token, error) {
 		g := &grantRequest{client: client, req: req, name: name, role: role, exchange: in, now: b.now(), mountKey: func(field, key string) (*oauthclient.SigningKey, error) {
 			return b.mountSigningKey(ctx, s, field, key)
 		}}
 		g.refreshToken, g.stranded = current.refreshTokenFor(bd)
-		tok, err := grantFlows[role.GrantType].request(ctx, g)
-		return tok, req.Auth.Method, err
+		return grantFlows[role.GrantType].request(ctx, g)
+	})
+}
+
+// withSecretNext sends one of the role's requests to the provider with the role's token client
+// and base request. When the provider refuses the client secret (invalid_client) and a
+// client_secret_next is set, it is sent once more with that one, which is promoted if the
+// provider takes it. Every request that authenticates the role's client goes through it.
+func withSecretNext[T any](ctx context.Context, b *backend, s logical.Storage, name string, cfg *configEntry, role *roleEntry, send func(*oauthclient.Client, oauthclient.TokenRequest) (T, error)) (T, error) {
+	attempt := func(secret string) (T, string, error) {
+		client, req, err := b.tokenClient(ctx, s, name, cfg, role)
+		if err != nil {
+			var zero T
+			return zero, "", err
+		}
+		if secret != "" {
+			req.Auth.ClientSecret = secret
+		}
+		out, err := send(client, req)
+		return out, req.Auth.Method, err
 	}
-	tok, method, err := attempt("")
+	out, method, err := attempt("")
 	creds := role.effectiveCredentials(cfg)
 	if err == nil || creds.ClientSecretNext == "" || !isInvalidClient(err) || !slices.Contains(secretAuthMethods, method) {
-		return tok, err
+		return out, err
 	}
-	tok, _, nextErr := attempt(creds.ClientSecretNext)
+	out, _, nextErr := attempt(creds.ClientSecretNext)
 	if nextErr != nil {
-		return nil, fmt.Errorf("%w (client_secret_next was tried too: %v)", err, nextErr)
+		var zero T
+		return zero, fmt.Errorf("%w (client_secret_next was tried too: %v)", err, nextErr)
 	}
 	if _, err := b.promoteSecret(ctx, s, name, creds.ClientSecret, creds.ClientSecretNext); err != nil {
-		// The token is good; the promotion is tried again by the next grant that needs it.
+		// The answer is good; the promotion is tried again by the next request that needs it.
 		b.Logger().Warn("promoting client_secret_next failed", "role", name, "error", err)
 	}
-	return tok, nil
+	return out, nil
 }
 
 // clientCertificate is the mutual TLS certificate and key: a mount key with client_cert or its own

@@ -86,6 +86,9 @@ var tokenExchangeFlow = grantFlow{
 				return fieldErrorf(field, "%q is not a valid role name", clipInput(v))
 			}
 		}
+		if r.DPoP && r.readerSupplied() {
+			return fieldErrorf("dpop", "exchange/ answers the token to the reader, who holds no DPoP key to prove it with; a role with a subject_role may use DPoP, through sign/<name>")
+		}
 		if r.RequestedTokenType != "" {
 			return validateTokenType("requested_token_type", r.RequestedTokenType)
 		}

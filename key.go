@@ -287,6 +287,15 @@ func (b *backend) keyLock(name string) *sync.Mutex {
 	return v.(*sync.Mutex)
 }
 
+// lockKey locks the mount key's name and reads the key as stored (nil: there is none); the
+// caller unlocks, whatever the error.
+func (b *backend) lockKey(ctx context.Context, s logical.Storage, name string) (*mountKey, func(), error) {
+	lock := b.keyLock(name)
+	lock.Lock()
+	k, err := readEntry[mountKey](ctx, s, keyPrefix+name)
+	return k, lock.Unlock, err
+}
+
 // keySchedule says when each key next needs the periodic function, so that a tick looks at the
 // keys due and reads nothing else. It is built from storage on initialize.
 type keySchedule struct {
@@ -354,10 +363,8 @@ func (b *backend) maintainKeys(ctx context.Context, s logical.Storage) error {
 }
 
 func (b *backend) maintainKey(ctx context.Context, s logical.Storage, name string) error {
-	lock := b.keyLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-	k, err := readEntry[mountKey](ctx, s, keyPrefix+name)
+	k, unlock, err := b.lockKey(ctx, s, name)
+	defer unlock()
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func newMetrics() *metrics {
 			Buckets: []float64{0.001, 0.01, 0.1, 0.5, 1, 5, 15, 30, 60, 120},
 		}),
 		secondsLeft: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "vault_oauth_token_seconds_left", Help: "Seconds the role's cached token has left (0: none). Without role labels: the least of all roles.",
+			Name: "vault_oauth_token_seconds_left", Help: "Seconds the role's cached token has left (0: none; no series for roles that never hold one). Without role labels: the least of all roles.",
 		}, []string{"role"}),
 		retryAfter: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "vault_oauth_retry_after_seconds", Help: "Seconds the provider's Retry-After still holds the role back (0: none). Without role labels: the most of all roles.",
@@ -158,13 +158,14 @@ func (b *backend) setRoleGauges(ctx context.Context, s logical.Storage) error {
 	now := b.now()
 	m.secondsLeft.Reset()
 	m.retryAfter.Reset()
-	least, most := math.Inf(1), 0.0
+	least, most, gauged := math.Inf(1), 0.0, 0
 	for _, name := range names {
 		role, tok, _, err := b.roleState(ctx, s, name)
 		if err != nil {
 			return err
 		}
-		if role == nil {
+		if role == nil || role.tokenless() != "" {
+			// A role that never holds a token of its own would pin the least time left at 0.
 			continue
 		}
 		bd, err := b.binding(ctx, s, name, role, cfg)
@@ -180,9 +181,9 @@ func (b *backend) setRoleGauges(ctx context.Context, s logical.Storage) error {
 			m.secondsLeft.WithLabelValues(label).Set(left)
 			m.retryAfter.WithLabelValues(label).Set(retry)
 		}
-		least, most = min(least, left), max(most, retry)
+		least, most, gauged = min(least, left), max(most, retry), gauged+1
 	}
-	if roleLabel("role", cfg) == "" && len(names) > 0 {
+	if roleLabel("role", cfg) == "" && gauged > 0 {
 		m.secondsLeft.WithLabelValues("").Set(least)
 		m.retryAfter.WithLabelValues("").Set(most)
 	}

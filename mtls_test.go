@@ -1,58 +1,19 @@
 package oauth
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/testprovider"
 )
 
-// clientPKI is a CA and a client certificate it issued for subject CN=<cn>, in PEM.
-type clientPKI struct {
-	pool            *x509.CertPool
-	certPEM, keyPEM string
-}
-
-func newClientPKI(t *testing.T, cn string) clientPKI {
+// newClientPKI is a CA and a client certificate it issued for subject CN=<cn>.
+func newClientPKI(t *testing.T, cn string) *testprovider.ClientPKI {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pki, err := testprovider.NewClientPKI(cn)
 	must(t, err)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test client CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	must(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	must(t, err)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
-	must(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	must(t, err)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return clientPKI{
-		pool:    pool,
-		certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER})),
-		keyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})),
-	}
+	return pki
 }
 
 func must(t testing.TB, err error) {
@@ -73,25 +34,25 @@ func tlsConfigured(t *testing.T, p *testprovider.Provider) (*backend, *faultySto
 // tls_client_auth with a CA-issued certificate and its pasted key (RFC 8705 §2.1).
 func TestMTLSClientAuthWithPastedKey(t *testing.T) {
 	pki := newClientPKI(t, "payments")
-	p := testprovider.NewTLS(t, pki.pool)
+	p := testprovider.NewTLS(t, pki.Pool)
 	p.AddClient(&testprovider.Client{ID: "payments", AuthMethod: "tls_client_auth", TLSSubjectDN: "CN=payments"})
 	b, s := tlsConfigured(t, p)
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{
-		"client_id": "payments", "auth_method": "tls_client_auth", "client_cert": pki.certPEM, "client_key": pki.keyPEM,
+		"client_id": "payments", "auth_method": "tls_client_auth", "client_cert": pki.CertPEM, "client_key": pki.KeyPEM,
 	}))
 	tok := readCreds(t, b, s, "app", nil).Data["access_token"].(string)
 	if issued, ok := p.Introspect(tok); !ok || issued.ClientID != "payments" {
 		t.Fatalf("token: %+v active=%v", issued, ok)
 	}
 	read := mustSucceed(t, request(t, b, s, logical.ReadOperation, "roles/app", nil)).Data
-	if read["client_cert"] != pki.certPEM || read["client_key_set"] != true {
+	if read["client_cert"] != pki.CertPEM || read["client_key_set"] != true {
 		t.Fatalf("role read: %v", read)
 	}
 
 	// Another CA's certificate of the same subject is refused by the provider.
 	other := newClientPKI(t, "payments")
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/other", map[string]any{
-		"client_id": "payments", "auth_method": "tls_client_auth", "client_cert": other.certPEM, "client_key": other.keyPEM,
+		"client_id": "payments", "auth_method": "tls_client_auth", "client_cert": other.CertPEM, "client_key": other.KeyPEM,
 	}))
 	mustFailNaming(t, request(t, b, s, logical.ReadOperation, "creds/other", nil), "invalid_client")
 }
@@ -101,9 +62,9 @@ func TestMTLSInputIsChecked(t *testing.T) {
 	other := newClientPKI(t, "payments")
 	p := testprovider.NewTLS(t, nil)
 	b, s := tlsConfigured(t, p)
-	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"auth_method": "tls_client_auth", "client_cert": pki.certPEM, "client_key": other.keyPEM}), "client_key")
-	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"auth_method": "tls_client_auth", "client_cert": "not a certificate", "client_key": pki.keyPEM}), "client_cert")
-	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"auth_method": "tls_client_auth", "client_key": pki.keyPEM}), "client_cert")
+	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"auth_method": "tls_client_auth", "client_cert": pki.CertPEM, "client_key": other.KeyPEM}), "client_key")
+	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"auth_method": "tls_client_auth", "client_cert": "not a certificate", "client_key": pki.KeyPEM}), "client_cert")
+	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"auth_method": "tls_client_auth", "client_key": pki.KeyPEM}), "client_cert")
 	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "roles/app", map[string]any{"auth_method": "self_signed_tls_client_auth"}), "client_key_name")
 	if r := request(t, b, s, logical.ReadOperation, "roles/app", nil); r != nil {
 		t.Fatalf("refused writes created the role: %v", r.Data)
@@ -115,7 +76,7 @@ func TestMTLSInputIsChecked(t *testing.T) {
 // provider lists the CAs it accepts (as one that also does tls_client_auth does); the
 // self-signed certificate is presented all the same.
 func TestMTLSSelfSignedWithMountKey(t *testing.T) {
-	p := testprovider.NewTLS(t, newClientPKI(t, "unrelated").pool)
+	p := testprovider.NewTLS(t, newClientPKI(t, "unrelated").Pool)
 	p.SetMetadata(map[string]any{"mtls_endpoint_aliases": map[string]any{"token_endpoint": p.URL + "/mtls/token"}})
 	b, s := tlsConfigured(t, p)
 	mustSucceed(t, request(t, b, s, logical.UpdateOperation, "keys/tls", map[string]any{"alg": "EdDSA"}))

@@ -123,10 +123,8 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 // startPending stores p as the role's authorization under way, if the role is still the one p
 // was made for.
 func (b *backend) startPending(ctx context.Context, s logical.Storage, name string, role *roleEntry, p *pendingAuthorization) error {
-	lock := b.roleLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-	current, err := readEntry[roleEntry](ctx, s, rolePrefix+name)
+	current, unlock, err := b.lockRole(ctx, s, name)
+	defer unlock()
 	if err != nil {
 		return err
 	}
@@ -203,18 +201,16 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	if err := checkIssuer(d, cfg, get || c.formPost); err != nil {
 		return c, err
 	}
-	client, tr, err := b.tokenClient(ctx, s, name, cfg, role)
-	if err != nil {
-		return c, err
-	}
-	tr.GrantType = oauthclient.GrantAuthorizationCode
-	tr.Scopes = nil // RFC 6749 §4.1.3: the code carries the scope
-	tr.Params.Set("code", code)
-	tr.Params.Set("redirect_uri", p.RedirectURI)
-	tr.Params.Set("code_verifier", p.Verifier)
 	before := bindingOf(role, cfg)
 	sent, took := b.now(), time.Now()
-	tok, err := client.Exchange(ctx, tr)
+	tok, err := withSecretNext(ctx, b, s, name, cfg, role, func(client *oauthclient.Client, tr oauthclient.TokenRequest) (*oauthclient.Token, error) {
+		tr.GrantType = oauthclient.GrantAuthorizationCode
+		tr.Scopes = nil // RFC 6749 §4.1.3: the code carries the scope
+		tr.Params.Set("code", code)
+		tr.Params.Set("redirect_uri", p.RedirectURI)
+		tr.Params.Set("code_verifier", p.Verifier)
+		return client.Exchange(ctx, tr)
+	})
 	b.metrics.observeGrant(roleLabel(name, cfg), role.GrantType, time.Since(took), err)
 	if err != nil {
 		return c, badCallback("exchanging the code for role %q failed: %v", name, err)

@@ -39,11 +39,13 @@ func (b *backend) pathDeviceWrite(ctx context.Context, req *logical.Request, d *
 	if endpoint == "" {
 		return errorResponse(fieldErrorf("device_auth_url", "the provider's device authorization endpoint is unknown: write it to config device_auth_url, or configure an issuer that advertises one"))
 	}
-	client, tr, err := b.tokenClient(ctx, req.Storage, name, cfg, role)
-	if err != nil {
-		return errorResponse(err)
-	}
-	da, err := client.DeviceAuth(ctx, oauthclient.DeviceAuthRequest{URL: endpoint, Scopes: role.Scopes, Params: tr.Params, Auth: tr.Auth, Audience: tr.TokenURL})
+	da, err := withSecretNext(ctx, b, req.Storage, name, cfg, role, func(client *oauthclient.Client, tr oauthclient.TokenRequest) (*oauthclient.DeviceAuthorization, error) {
+		at := endpoint
+		if oauthclient.IsMTLS(tr.Auth.Method) {
+			at = cfg.mtlsEndpoint("device_authorization_endpoint", cfg.DeviceAuthURL, endpoint)
+		}
+		return client.DeviceAuth(ctx, oauthclient.DeviceAuthRequest{URL: at, Scopes: role.Scopes, Params: tr.Params, Auth: tr.Auth, Audience: tr.TokenURL})
+	})
 	if err != nil {
 		return grantErrorResponse(err)
 	}

@@ -130,11 +130,8 @@ func describeKey(k *mountKey, now time.Time) map[string]any {
 
 func (b *backend) pathKeyWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	lock := b.keyLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-
-	old, err := readEntry[mountKey](ctx, req.Storage, keyPrefix+name)
+	old, unlock, err := b.lockKey(ctx, req.Storage, name)
+	defer unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -166,11 +163,8 @@ func (b *backend) pathKeyWrite(ctx context.Context, req *logical.Request, d *fra
 
 func (b *backend) pathKeyRotate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	lock := b.keyLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-
-	old, err := readEntry[mountKey](ctx, req.Storage, keyPrefix+name)
+	old, unlock, err := b.lockKey(ctx, req.Storage, name)
+	defer unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -238,13 +232,18 @@ func (b *backend) keyUsers(ctx context.Context, s logical.Storage, name string) 
 		if role == nil {
 			continue
 		}
-		for field, v := range map[string]string{"client_key_name": role.ClientKeyName, "assertion_key_name": role.AssertionKeyName} {
+		for field, v := range role.keyNames() {
 			if v == name {
 				users = append(users, fmt.Sprintf("role %s (%s)", r, field))
 			}
 		}
 	}
 	return users, nil
+}
+
+// keyNames are the mount keys the role names, by field.
+func (r *roleEntry) keyNames() map[string]string {
+	return map[string]string{"client_key_name": r.ClientKeyName, "assertion_key_name": r.AssertionKeyName}
 }
 
 // checkKeyNames refuses names of mount keys that do not exist.

@@ -152,11 +152,8 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	// role as it will be stored.
 	b.chainMu.Lock()
 	defer b.chainMu.Unlock()
-	lock := b.roleLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-
-	old, err := readEntry[roleEntry](ctx, req.Storage, rolePrefix+name)
+	old, unlock, err := b.lockRole(ctx, req.Storage, name)
+	defer unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +175,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err := b.checkChain(ctx, req.Storage, name, role); err != nil {
 		return errorResponse(err)
 	}
-	if err := b.checkKeyNames(ctx, req.Storage, map[string]string{"client_key_name": role.ClientKeyName, "assertion_key_name": role.AssertionKeyName}); err != nil {
+	if err := b.checkKeyNames(ctx, req.Storage, role.keyNames()); err != nil {
 		return errorResponse(err)
 	}
 	if old == nil {

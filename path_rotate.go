@@ -70,7 +70,7 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 	revoked := false
 	switch {
 	case asked && revoke.(bool), !asked && out.token.RefreshToken == "":
-		if revoked, err = b.revokeOld(ctx, req.Storage, cfg, role, old); err != nil {
+		if revoked, err = b.revokeOld(ctx, req.Storage, name, cfg, role, old); err != nil {
 			resp.AddWarning(fmt.Sprintf("the new token is stored, but revoking the previous one at the provider failed: %v", err))
 		}
 	case !asked && old.remaining(b.now()) > 0 && cfg.revocationEndpoint() != "":
@@ -83,28 +83,24 @@ func (b *backend) pathRotateWrite(ctx context.Context, req *logical.Request, d *
 
 // revokeOld revokes the replaced access token (RFC 7009) when the provider has a revocation
 // endpoint and the token has not expired anyway. It reports whether it did.
-func (b *backend) revokeOld(ctx context.Context, s logical.Storage, cfg *configEntry, role *roleEntry, old *tokenEntry) (bool, error) {
+func (b *backend) revokeOld(ctx context.Context, s logical.Storage, name string, cfg *configEntry, role *roleEntry, old *tokenEntry) (bool, error) {
 	endpoint := cfg.revocationEndpoint()
 	if endpoint == "" || old.remaining(b.now()) == 0 {
 		return false, nil
 	}
-	req, err := b.baseRequest(ctx, s, cfg, role)
-	if err != nil {
-		return false, err
-	}
-	client, err := b.clientFor(cfg, req.Auth.Certificate)
-	if err != nil {
-		return false, err
-	}
-	if req.Auth.Certificate != nil {
-		endpoint = cfg.mtlsEndpoint("revocation_endpoint", cfg.RevocationURL, endpoint)
-	}
-	err = client.Revoke(ctx, oauthclient.RevocationRequest{
-		URL:           endpoint,
-		Token:         old.AccessToken,
-		TokenTypeHint: "access_token",
-		Auth:          req.Auth,
-		Audience:      req.TokenURL,
+	// role is as the rotate read it: a promotion by its grant since is found again here.
+	_, err := withSecretNext(ctx, b, s, name, cfg, role, func(client *oauthclient.Client, req oauthclient.TokenRequest) (struct{}, error) {
+		at := endpoint
+		if req.Auth.Certificate != nil {
+			at = cfg.mtlsEndpoint("revocation_endpoint", cfg.RevocationURL, endpoint)
+		}
+		return struct{}{}, client.Revoke(ctx, oauthclient.RevocationRequest{
+			URL:           at,
+			Token:         old.AccessToken,
+			TokenTypeHint: "access_token",
+			Auth:          req.Auth,
+			Audience:      req.TokenURL,
+		})
 	})
 	return err == nil, err
 }

@@ -24,10 +24,8 @@ func (b *backend) promoteSecret(ctx context.Context, s logical.Storage, name, cu
 // promoteRoleSecret promotes the role's own secret; ownSecret is false when the role takes the
 // config's.
 func (b *backend) promoteRoleSecret(ctx context.Context, s logical.Storage, name, current, next string) (promoted time.Time, ownSecret bool, err error) {
-	lock := b.roleLock(name)
-	lock.Lock()
-	defer lock.Unlock()
-	role, err := readEntry[roleEntry](ctx, s, rolePrefix+name)
+	role, unlock, err := b.lockRole(ctx, s, name)
+	defer unlock()
 	if err != nil || role == nil {
 		return time.Time{}, true, err
 	}

@@ -3,9 +3,7 @@
 package e2e
 
 import (
-	"encoding/json"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 )
@@ -115,24 +113,10 @@ func TestExchangeOnBehalfOf(t *testing.T) {
 // subject token a service receives.
 func passwordToken(t *testing.T, id, secret string) string {
 	t.Helper()
-	form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"alice-password"}, "scope": {"read write"}}
-	req, err := http.NewRequest(http.MethodPost, env.Discovery.TokenEndpoint, strings.NewReader(form.Encode()))
-	must(t, err)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-	resp, err := httpClient.Do(req)
-	must(t, err)
-	defer resp.Body.Close()
-	var out struct {
-		AccessToken string `json:"access_token"`
-	}
-	must(t, json.NewDecoder(resp.Body).Decode(&out))
-	if out.AccessToken == "" {
-		t.Fatalf("password grant at the provider returned no access token (HTTP %d)", resp.StatusCode)
-	}
-	rememberSecret(kindSubjectToken, out.AccessToken)
+	at := env.PasswordGrant(t, id, secret, "read write").AccessToken
+	rememberSecret(kindSubjectToken, at)
 	rememberSecret(kindPassword, "alice-password")
-	return out.AccessToken
+	return at
 }
 
 func merge(a, b map[string]any) map[string]any {

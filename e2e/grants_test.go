@@ -275,7 +275,7 @@ func TestSecretTokenParamsAgainstProvider(t *testing.T) {
 // (e2eharness.Suite.ObtainRefreshToken) and remembers it, and her password, for the leak scan.
 func obtainRefreshToken(t *testing.T, id, secret string) string {
 	t.Helper()
-	rt := env.ObtainRefreshToken(t, id, secret)
+	rt := env.ObtainRefreshToken(t, id, secret, "read")
 	rememberSecret(kindPassword, "alice-password")
 	rememberSecret(kindRefreshToken, rt)
 	return rt

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/e2eharness"
+	"github.com/oauth-broker/vault-plugin-secrets-oauth/internal/testprovider"
 )
 
 // vaultJWKS reads the mount's JWKS as the provider does: plain HTTP, no Vault token.
@@ -295,29 +296,12 @@ func (p *tlsProvider) introspect(t *testing.T, token string) map[string]any {
 // to the certificate (cnf.x5t#S256), and self_signed_tls_client_auth with a mount key, whose
 // self-signed certificate the provider finds in Vault's JWKS.
 func TestKeysMTLS(t *testing.T) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e client CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	must(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	must(t, err)
-	clientKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
 	subject := "payments-" + e2eharness.RandSuffix()
-	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: subject},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}, ca, &clientKey.PublicKey, caKey)
+	pki, err := testprovider.NewClientPKI(subject)
 	must(t, err)
-	clientCert := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}))
+	rememberSecret(kindPrivateKey, pki.KeyPEM)
 
-	p := startTLSProvider(t, ca)
+	p := startTLSProvider(t, pki.CA)
 	mount := newMount(t, "mtls")
 	mustWrite(t, env.client, mount+"/config", map[string]any{"issuer": p.issuer, "ca_pem": p.certPEM})
 
@@ -326,11 +310,11 @@ func TestKeysMTLS(t *testing.T) {
 		"tls_client_certificate_bound_access_tokens": true,
 	})
 	mustWrite(t, env.client, mount+"/roles/pki", map[string]any{
-		"client_id": pkiID, "auth_method": "tls_client_auth", "client_cert": clientCert, "client_key": string(pemKey(t, clientKey)), "scopes": "read",
+		"client_id": pkiID, "auth_method": "tls_client_auth", "client_cert": pki.CertPEM, "client_key": pki.KeyPEM, "scopes": "read",
 	})
 	tok := str(mustRead(t, env.client, mount+"/creds/pki").Data["access_token"])
 	in := p.introspect(t, tok)
-	sum := sha256.Sum256(leafDER)
+	sum := sha256.Sum256(pki.Leaf.Raw)
 	cnf, _ := in["cnf"].(map[string]any)
 	if in["active"] != true || str(in["client_id"]) != pkiID || str(cnf["x5t#S256"]) != base64.RawURLEncoding.EncodeToString(sum[:]) {
 		t.Fatalf("tls_client_auth token: %v", in)

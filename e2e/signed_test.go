@@ -319,24 +319,10 @@ func TestSignedDPoP(t *testing.T) {
 // openIDRefreshToken signs alice in with the password grant at the provider, for scope.
 func openIDRefreshToken(t *testing.T, id, secret, scope string) string {
 	t.Helper()
-	form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"alice-password"}, "scope": {scope}}
-	req, err := http.NewRequest(http.MethodPost, env.Discovery.TokenEndpoint, strings.NewReader(form.Encode()))
-	must(t, err)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-	resp, err := httpClient.Do(req)
-	must(t, err)
-	defer resp.Body.Close()
-	var out struct {
-		RefreshToken string `json:"refresh_token"`
-	}
-	must(t, json.NewDecoder(resp.Body).Decode(&out))
-	if out.RefreshToken == "" {
-		t.Fatalf("password grant at the provider returned no refresh token (HTTP %d)", resp.StatusCode)
-	}
+	rt := env.ObtainRefreshToken(t, id, secret, scope)
 	rememberSecret(kindPassword, "alice-password")
-	rememberSecret(kindRefreshToken, out.RefreshToken)
-	return out.RefreshToken
+	rememberSecret(kindRefreshToken, rt)
+	return rt
 }
 
 func userinfoEndpoint(t *testing.T) string {

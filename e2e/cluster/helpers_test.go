@@ -50,7 +50,7 @@ func newRoles(t *testing.T, prefix string, ttl int) []role {
 	id, secret := env.RegisterClient(t, rtmd)
 	r := role{name: prefix + "-mail", clientID: id, refreshToken: true}
 	mustWrite(t, c, mount+"/roles/"+r.name, map[string]any{
-		"grant_type": "refresh_token", "client_id": id, "client_secret": secret, "refresh_token": env.ObtainRefreshToken(t, id, secret),
+		"grant_type": "refresh_token", "client_id": id, "client_secret": secret, "refresh_token": env.ObtainRefreshToken(t, id, secret, "read"),
 	})
 	roles = append(roles, r)
 	for _, r := range roles {

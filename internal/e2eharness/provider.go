@@ -97,11 +97,17 @@ func (s *Suite) RegisterClient(t testing.TB, metadata map[string]any) (id, secre
 	return out.ClientID, out.ClientSecret
 }
 
-// ObtainRefreshToken signs alice in with the password grant, directly at the provider as an
-// operator would, and returns the refresh token.
-func (s *Suite) ObtainRefreshToken(t testing.TB, id, secret string) string {
+// PasswordTokens is the provider's answer to a password grant.
+type PasswordTokens struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+// PasswordGrant signs alice in with the password grant for scope, directly at the provider as an
+// operator or a front end would.
+func (s *Suite) PasswordGrant(t testing.TB, id, secret, scope string) PasswordTokens {
 	t.Helper()
-	form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"alice-password"}, "scope": {"read"}}
+	form := url.Values{"grant_type": {"password"}, "username": {"alice"}, "password": {"alice-password"}, "scope": {scope}}
 	req, err := http.NewRequest(http.MethodPost, s.Discovery.TokenEndpoint, strings.NewReader(form.Encode()))
 	Must(t, err)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -109,14 +115,22 @@ func (s *Suite) ObtainRefreshToken(t testing.TB, id, secret string) string {
 	resp, err := HTTPClient.Do(req)
 	Must(t, err)
 	defer resp.Body.Close()
-	var out struct {
-		RefreshToken string `json:"refresh_token"`
-	}
+	var out PasswordTokens
 	Must(t, json.NewDecoder(resp.Body).Decode(&out))
-	if out.RefreshToken == "" {
-		t.Fatalf("password grant at the provider returned no refresh token (HTTP %d)", resp.StatusCode)
+	if out.AccessToken == "" {
+		t.Fatalf("password grant at the provider returned no access token (HTTP %d)", resp.StatusCode)
 	}
-	return out.RefreshToken
+	return out
+}
+
+// ObtainRefreshToken is the refresh token of PasswordGrant for scope.
+func (s *Suite) ObtainRefreshToken(t testing.TB, id, secret, scope string) string {
+	t.Helper()
+	rt := s.PasswordGrant(t, id, secret, scope).RefreshToken
+	if rt == "" {
+		t.Fatalf("password grant at the provider returned no refresh token for scope %q", scope)
+	}
+	return rt
 }
 
 // Stats is the provider's GET /test/stats answer.

@@ -1,9 +1,13 @@
 package oauthclient
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -87,4 +91,46 @@ func (a ClientAuth) params(tokenURL string, now time.Time) (url.Values, error) {
 		"client_assertion_type": {clientAssertionType},
 		"client_assertion":      {assertion},
 	}, nil
+}
+
+// postForm POSTs form to endpoint (for the errors: the what request), with the client
+// authenticated as in a token request (RFC 6749 §2.3): Basic, or in the body by client_id with
+// client_secret or a JWT assertion for audience.
+func (c *Client) postForm(ctx context.Context, what, endpoint string, form url.Values, auth ClientAuth, audience string) (*http.Response, error) {
+	authParams, err := auth.params(audience, c.now())
+	if err != nil {
+		return nil, &Error{Request: what, Cause: err.Error()}
+	}
+	for k, v := range authParams {
+		form[k] = v
+	}
+	basic := auth.Method == AuthClientSecretBasic
+	switch {
+	case basic:
+	case auth.Method == AuthClientSecretPost:
+		form.Set("client_id", auth.ClientID)
+		form.Set("client_secret", auth.ClientSecret)
+	default:
+		// Public clients and JWT-authenticated clients identify themselves in the body.
+		form.Set("client_id", auth.ClientID)
+	}
+	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, &Error{Request: what, Cause: "the endpoint URL is not valid"}
+	}
+	httpReq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if basic {
+		// RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
+		httpReq.SetBasicAuth(url.QueryEscape(auth.ClientID), url.QueryEscape(auth.ClientSecret))
+	}
+	resp, err := c.http.Do(httpReq)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			kind, cause := transportCause(ue, endpoint)
+			return nil, &Error{Request: what, Cause: cause, kind: kind}
+		}
+		return nil, &Error{Request: what, Cause: "cannot reach " + hostOf(endpoint)}
+	}
+	return resp, nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -101,36 +100,9 @@ func (c *Client) DeviceAuth(ctx context.Context, req DeviceAuthRequest) (*Device
 	if len(req.Scopes) > 0 {
 		form.Set("scope", strings.Join(req.Scopes, " "))
 	}
-	authParams, err := req.Auth.params(firstOf(req.Audience, req.URL), c.now())
+	resp, err := c.postForm(ctx, what, req.URL, form, req.Auth, firstOf(req.Audience, req.URL))
 	if err != nil {
-		return nil, &Error{Request: what, Cause: err.Error()}
-	}
-	for k, v := range authParams {
-		form[k] = v
-	}
-	if req.Auth.Method == AuthClientSecretPost {
-		form.Set("client_secret", req.Auth.ClientSecret)
-	}
-	if req.Auth.Method != AuthClientSecretBasic {
-		form.Set("client_id", req.Auth.ClientID)
-	}
-	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, req.URL, strings.NewReader(form.Encode()))
-	if err != nil {
-		return nil, &Error{Request: what, Cause: "invalid device authorization URL"}
-	}
-	httpReq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if req.Auth.Method == AuthClientSecretBasic {
-		// RFC 6749 §2.3.1: both parts form-urlencoded before Basic encoding.
-		httpReq.SetBasicAuth(url.QueryEscape(req.Auth.ClientID), url.QueryEscape(req.Auth.ClientSecret))
-	}
-	resp, err := c.http.Do(httpReq)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			kind, cause := transportCause(ue, req.URL)
-			return nil, &Error{Request: what, Cause: cause, kind: kind}
-		}
-		return nil, &Error{Request: what, Cause: err.Error()}
+		return nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes))

@@ -3,13 +3,9 @@ package oauthclient
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
-
-	"golang.org/x/oauth2"
 )
 
 // RevocationRequest asks the authorization server to revoke a token (RFC 7009 §2.1).
@@ -34,41 +30,9 @@ func (c *Client) Revoke(ctx context.Context, req RevocationRequest) error {
 	if req.TokenTypeHint != "" {
 		form.Set("token_type_hint", req.TokenTypeHint)
 	}
-	authParams, err := req.Auth.params(req.Audience, c.now())
+	resp, err := c.postForm(ctx, revocationRequestName, req.URL, form, req.Auth, req.Audience)
 	if err != nil {
-		return &Error{Request: revocationRequestName, Cause: err.Error()}
-	}
-	for k, v := range authParams {
-		form[k] = v
-	}
-	basic := req.Auth.sendsSecret() && req.Auth.style() == oauth2.AuthStyleInHeader
-	switch {
-	case basic:
-	case req.Auth.sendsSecret():
-		form.Set("client_id", req.Auth.ClientID)
-		form.Set("client_secret", req.Auth.ClientSecret)
-	default:
-		// Public clients and JWT-authenticated clients identify themselves in the body.
-		form.Set("client_id", req.Auth.ClientID)
-	}
-
-	httpReq, err := http.NewRequestWithContext(ctx, http.MethodPost, req.URL, strings.NewReader(form.Encode()))
-	if err != nil {
-		return &Error{Request: revocationRequestName, Cause: "the revocation endpoint URL is not valid"}
-	}
-	httpReq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if basic {
-		// RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
-		httpReq.SetBasicAuth(url.QueryEscape(req.Auth.ClientID), url.QueryEscape(req.Auth.ClientSecret))
-	}
-	resp, err := c.http.Do(httpReq)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			kind, cause := transportCause(ue, req.URL)
-			return &Error{Request: revocationRequestName, Cause: cause, kind: kind}
-		}
-		return &Error{Request: revocationRequestName, Cause: "cannot reach " + hostOf(req.URL)}
+		return err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes))

@@ -73,7 +73,8 @@ func (p *Provider) tokenDPoP(w http.ResponseWriter, r *http.Request) (jkt string
 		writeError(w, http.StatusBadRequest, "invalid_dpop_proof", "more than one DPoP header")
 		return "", true
 	}
-	claims, jkt, err := p.checkProof(header[0], http.MethodPost, p.TokenURL())
+	// htu is the endpoint the request came to: token_endpoint or its mTLS alias.
+	claims, jkt, err := p.checkProof(header[0], http.MethodPost, p.URL+r.URL.Path)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_dpop_proof", err.Error())
 		return "", true

@@ -154,7 +154,7 @@ func New(t interface{ Cleanup(func()) }) *Provider {
 
 // NewTLS starts a provider served over TLS that asks clients for a certificate (RFC 8705),
 // naming clientCAs as the acceptable issuers, and trusting them for tls_client_auth. It serves
-// its token endpoint also at /mtls/token, which its discovery document does not name until a
+// its token and device authorization endpoints also under /mtls/, which its discovery document does not name until a
 // test sets mtls_endpoint_aliases. Trust it with CertificatePEM.
 func NewTLS(t interface{ Cleanup(func()) }, clientCAs *x509.CertPool) *Provider {
 	p := New(t)
@@ -174,6 +174,7 @@ func (p *Provider) routes() http.Handler {
 	mux.HandleFunc("POST /revoke", p.revoke)
 	mux.HandleFunc("GET /authorize", p.authorize)
 	mux.HandleFunc("POST /device_authorization", p.deviceAuthorization)
+	mux.HandleFunc("POST /mtls/device_authorization", p.deviceAuthorization)
 	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
 	return mux
 }
