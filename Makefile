@@ -41,7 +41,7 @@ e2e-cluster: build
 
 # The core end-to-end tests with OpenBao 2.0 in Vault's place (`bao`, built once from the Go module
 # proxy by scripts/openbao-binary.sh, ~11 min, and cached): the plugin must serve it unchanged.
-E2E_OPENBAO_TESTS := TestCore|TestBadInput|TestClientAuthMethodsAgainstProvider|TestPasswordGrantAgainstProvider|TestRefreshTokenGrantRotationAgainstProvider|TestJWTBearerGrantAgainstProvider|TestEdits|TestRefresh/(periodic|recovery)/(rotate|restart)
+E2E_OPENBAO_TESTS := TestCore|TestBadInput|TestClientAuthMethodsAgainstProvider|TestPasswordGrantAgainstProvider|TestRefreshTokenGrantRotationAgainstProvider|TestJWTBearerGrantAgainstProvider|TestEdits|TestUserFlows|TestExchange|TestKeys|TestSigned|TestRefresh/(periodic|recovery)/(rotate|restart)
 e2e-openbao: build
 	E2E_SERVER=openbao scripts/e2e.sh -run '$(E2E_OPENBAO_TESTS)'
 
