@@ -41,6 +41,8 @@ type backend struct {
 	metrics   *metrics
 	// dpopNonces holds the latest DPoP-Nonce the provider sent each DPoP role (RFC 9449 §8).
 	dpopNonces sync.Map // role name -> string
+	// dpopKeys holds each DPoP role's key parsed, so that a sign/ or a grant does not parse it again.
+	dpopKeys sync.Map // role name -> parsedDPoPKey
 	// grantsOpen lets clean wait for the grants under way and refuses new ones after it.
 	grantsOpen gate
 	// devicePolls holds the timer of each device flow the plugin is polling for.

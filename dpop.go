@@ -42,10 +42,33 @@ func (r *roleEntry) dpopThumbprint() string {
 	return jkt
 }
 
+// parsedDPoPKey is a role's DPoP key as parsed from its stored PEM.
+type parsedDPoPKey struct {
+	pem string
+	key *oauthclient.DPoPKey
+}
+
+// dpopKey is the role's DPoP key (nil without DPoP), parsed once per key: a new key (dpop turned
+// off and on) replaces the one kept.
+func (b *backend) dpopKey(name string, role *roleEntry) (*oauthclient.DPoPKey, error) {
+	if !role.DPoP {
+		return nil, nil
+	}
+	if v, ok := b.dpopKeys.Load(name); ok && v.(parsedDPoPKey).pem == role.DPoPKey {
+		return v.(parsedDPoPKey).key, nil
+	}
+	key, err := role.dpopKey()
+	if err != nil {
+		return nil, err
+	}
+	b.dpopKeys.Store(name, parsedDPoPKey{pem: role.DPoPKey, key: key})
+	return key, nil
+}
+
 // dpopRequest is the DPoP hook of the role's token requests: proofs signed with its key, and the
 // latest nonce the provider gave it, kept in memory (RFC 9449 §8).
 func (b *backend) dpopRequest(name string, role *roleEntry) (*oauthclient.DPoP, error) {
-	key, err := role.dpopKey()
+	key, err := b.dpopKey(name, role)
 	if err != nil || key == nil {
 		return nil, err
 	}
@@ -82,12 +105,12 @@ var dpopStatusFields = map[string]*framework.FieldSchema{
 // signDPoP answers sign/ for a DPoP role: the token as the Authorization header and a proof
 // bound to it for the described request (RFC 9449 §7.1). A provider that ignored the proofs
 // issued a bearer token, which goes out under its own scheme (with a warning).
-func (b *backend) signDPoP(role *roleEntry, tok *tokenEntry, req signRequest) (map[string]any, error) {
+func (b *backend) signDPoP(name string, role *roleEntry, tok *tokenEntry, req signRequest) (map[string]any, error) {
 	u, err := parseRequestURL(req.url)
 	if err != nil {
 		return nil, err
 	}
-	key, err := role.dpopKey()
+	key, err := b.dpopKey(name, role)
 	if err != nil {
 		return nil, err
 	}

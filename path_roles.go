@@ -227,6 +227,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	b.exchanges.clear()
 	b.forget(name)
 	b.dpopNonces.Delete(name)
+	b.dpopKeys.Delete(name)
 	b.metrics.forgetRole(name)
 	return nil, nil
 }

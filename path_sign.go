@@ -81,7 +81,7 @@ func (b *backend) pathSignWrite(ctx context.Context, req *logical.Request, d *fr
 			resp, err := grantErrorResponse(out.err)
 			return withMount(resp, req.MountPoint), err
 		}
-		data, err = b.signDPoP(role, out.token, sr)
+		data, err = b.signDPoP(target.name, role, out.token, sr)
 		if err != nil {
 			return errorResponse(err)
 		}
