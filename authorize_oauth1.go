@@ -117,7 +117,8 @@ func (b *backend) completeOAuth1(ctx context.Context, s logical.Storage, d *fram
 }
 
 // storeOAuth1Token makes token and secret the role's, if the role is still the one that asked
-// for them (its consumer and endpoints unchanged).
+// for them (its consumer, endpoints and token credentials unchanged: token credentials written
+// to the role meanwhile stand).
 func (b *backend) storeOAuth1Token(ctx context.Context, s logical.Storage, name string, asked *roleEntry, token, secret string) (*authorization, error) {
 	role, unlock, err := b.lockRole(ctx, s, name)
 	defer unlock()
@@ -125,7 +126,8 @@ func (b *backend) storeOAuth1Token(ctx context.Context, s logical.Storage, name 
 		return nil, err
 	}
 	if role == nil || role.Incarnation != asked.Incarnation || role.GrantType != grantOAuth1 ||
-		role.ConsumerKey != asked.ConsumerKey || role.AccessTokenURL != asked.AccessTokenURL {
+		role.ConsumerKey != asked.ConsumerKey || role.AccessTokenURL != asked.AccessTokenURL ||
+		role.Token != asked.Token || role.TokenSecret != asked.TokenSecret {
 		return nil, errStaleAuthorization
 	}
 	role.Token, role.TokenSecret = token, secret

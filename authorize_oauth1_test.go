@@ -132,3 +132,57 @@ func TestOAuth1ThreeLeggedRefusals(t *testing.T) {
 	b, s = oauth1Role(t, nil)
 	mustFailNaming(t, request(t, b, s, logical.UpdateOperation, "authorize/tw", nil), "request_token_url")
 }
+
+// A role edited or deleted while the three-legged flow's access-token request is in flight
+// keeps the edit: the token credentials obtained for the role as it was are not stored.
+func TestOAuth1CompletionRacingRoleEdit(t *testing.T) {
+	for change, write := range map[string]map[string]any{
+		"consumer": {"consumer_key": "ck-other"},
+		"import":   {"token": "imported-token", "token_secret": "imported-token-secret"},
+		"delete":   nil,
+	} {
+		t.Run(change, func(t *testing.T) {
+			srv := testprovider.NewOAuth1(t, "ck-3l", testConsumerSecret)
+			b, s := threeLeggedRole(t, srv, nil)
+			started := mustSucceed(t, request(t, b, s, logical.UpdateOperation, "authorize/tw", nil))
+			got := approve(t, started.Data["auth_url"].(string))
+			reached, release := make(chan struct{}, 1), make(chan struct{})
+			srv.Intercept = func(_ http.ResponseWriter, r *http.Request) bool {
+				if r.URL.Path == "/access_token" {
+					reached <- struct{}{}
+					<-release
+				}
+				return false
+			}
+			done := make(chan *logical.Response)
+			go func() {
+				resp, _ := requestErr(b, s, logical.UpdateOperation, "callback", map[string]any{"oauth_token": got.Get("oauth_token"), "oauth_verifier": got.Get("oauth_verifier")})
+				done <- resp
+			}()
+			<-reached
+			if write == nil {
+				mustSucceed(t, request(t, b, s, logical.DeleteOperation, "roles/tw", nil))
+			} else {
+				mustSucceed(t, request(t, b, s, logical.UpdateOperation, "roles/tw", write))
+			}
+			close(release)
+			if resp := <-done; resp == nil || !resp.IsError() || !strings.Contains(resp.Error().Error(), "nothing was stored") {
+				t.Fatalf("callback answered %v", resp)
+			}
+			stored, err := b.role(t.Context(), s, "tw")
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case write == nil && stored != nil:
+				t.Fatal("the deleted role was stored again")
+			case write != nil && (stored == nil || srv.TokenIssued(stored.Token)):
+				t.Fatalf("the flow's token credentials were stored over the edit: %+v", stored)
+			case change == "import" && (stored.Token != "imported-token" || stored.TokenSecret != "imported-token-secret"):
+				t.Fatal("the imported token credentials were replaced")
+			case change == "consumer" && stored.ConsumerKey != "ck-other":
+				t.Fatal("the edit was lost")
+			}
+		})
+	}
+}

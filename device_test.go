@@ -2,7 +2,10 @@ package oauth
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,5 +237,47 @@ func TestDeviceStartRacingDelete(t *testing.T) {
 	e.clock.Advance(time.Minute)
 	if e.p.Requests() != before {
 		t.Fatal("the deleted role's flow was polled")
+	}
+}
+
+// A role edited or deleted while the approved flow's token request is in flight keeps the edit:
+// the token obtained for the role as it was is not stored, and the flow ends.
+func TestDeviceApprovedPollRacingRoleEdit(t *testing.T) {
+	for _, change := range []string{"edit", "delete"} {
+		t.Run(change, func(t *testing.T) {
+			e := newDeviceEnv(t)
+			code := e.start(t)
+			e.p.ApproveDevice(code, "dave")
+			reached, release := holdGrant(e.p, "urn:ietf:params:oauth:grant-type:device_code")
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				e.clock.Advance(5 * time.Second)
+			}()
+			<-reached
+			if change == "edit" {
+				mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "roles/app", map[string]any{"scopes": "openid"}))
+			} else {
+				mustSucceed(t, request(t, e.b, e.s, logical.DeleteOperation, "roles/app", nil))
+			}
+			close(release)
+			<-done
+			for k := range e.s.snapshot(t) {
+				if strings.HasPrefix(k, tokenPrefix) || (change == "delete" && strings.HasPrefix(k, rolePrefix)) {
+					t.Fatalf("%s was stored", k)
+				}
+			}
+			if change == "delete" {
+				return
+			}
+			if got := mustSucceed(t, request(t, e.b, e.s, logical.ReadOperation, "roles/app", nil)).Data["scopes"]; !reflect.DeepEqual(got, []string{"openid"}) {
+				t.Fatalf("the edit was lost: scopes %v", got)
+			}
+			st := e.status(t)
+			if st["authorization"] == "authorized" || !strings.Contains(fmt.Sprint(st["last_poll"]), "nothing was stored") {
+				t.Fatalf("status: %v", st)
+			}
+			e.advance(t, time.Minute, 0, fmt.Sprint(st["authorization"]), "")
+		})
 	}
 }

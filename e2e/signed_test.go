@@ -204,6 +204,8 @@ func TestSignedOAuth1(t *testing.T) {
 			t.Fatalf("sign before the authorization: HTTP %d %s", code, msg)
 		}
 		started := mustWrite(t, env.client, mount+"/authorize/three-legged", map[string]any{})
+		// The temporary credentials' secret (RFC 5849 §2.1) only the plugin and the server see.
+		rememberSecret(kindTokenSecret, str(rawEntry(t, mount, "authz/three-legged")["temporary_secret"]))
 		// The person's browser: the server approves and redirects to Vault's callback, which
 		// needs no Vault token.
 		noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -214,6 +216,10 @@ func TestSignedOAuth1(t *testing.T) {
 		if resp.StatusCode != http.StatusFound || !strings.HasPrefix(location, callback+"?") {
 			t.Fatalf("authorization: HTTP %d, Location %q", resp.StatusCode, location)
 		}
+		// The verifier (§2.2) is the OAuth 1.0a counterpart of an authorization code.
+		back, err := url.Parse(location)
+		must(t, err)
+		rememberSecret(kindAuthCode, back.Query().Get("oauth_verifier"))
 		resp, err = noFollow.Get(location)
 		must(t, err)
 		page, _ := io.ReadAll(resp.Body)
@@ -355,11 +361,17 @@ func rememberDPoPKey(t *testing.T, mount, role string) {
 // secrets that no answer shows, for the leak scan.
 func rawRole(t *testing.T, mount, role string) map[string]any {
 	t.Helper()
+	return rawEntry(t, mount, "roles/"+role)
+}
+
+// rawEntry is the JSON entry the plugin stored at key, read through sys/raw.
+func rawEntry(t *testing.T, mount, key string) map[string]any {
+	t.Helper()
 	m, err := env.client.Sys().GetMount(mount)
 	must(t, err)
-	raw, err := env.client.Logical().Read("sys/raw/logical/" + m.UUID + "/roles/" + role)
+	raw, err := env.client.Logical().Read("sys/raw/logical/" + m.UUID + "/" + key)
 	if err != nil || raw == nil {
-		t.Fatalf("reading the stored role through sys/raw: %v", err)
+		t.Fatalf("reading the stored %s through sys/raw: %v", key, err)
 	}
 	entry := map[string]any{}
 	must(t, json.Unmarshal([]byte(str(raw.Data["value"])), &entry))

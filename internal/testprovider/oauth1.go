@@ -21,6 +21,9 @@ type OAuth1 struct {
 	*httptest.Server
 	consumerKey, consumerSecret string
 
+	// Intercept, when set, sees every request first; returning true means it answered it.
+	Intercept func(http.ResponseWriter, *http.Request) bool
+
 	mu        sync.Mutex
 	temporary map[string]*temporaryCredentials
 	tokens    map[string]string // token -> token secret
@@ -42,7 +45,12 @@ func NewOAuth1(t interface{ Cleanup(func()) }, consumerKey, consumerSecret strin
 	mux.HandleFunc("GET /authorize", s.authorize)
 	mux.HandleFunc("POST /access_token", s.accessToken)
 	mux.HandleFunc("/", s.resource)
-	s.Server = httptest.NewServer(mux)
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Intercept != nil && s.Intercept(w, r) {
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}))
 	t.Cleanup(s.Close)
 	return s
 }
