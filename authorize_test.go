@@ -124,6 +124,19 @@ func storedRoleAndTokens(t *testing.T, s *faultyStorage) map[string]string {
 	return out
 }
 
+// requireKept fails the test unless after holds exactly the entries of kept.
+func requireKept(t *testing.T, kept, after map[string]string) {
+	t.Helper()
+	if len(after) != len(kept) {
+		t.Fatalf("storage changed: %d entries, was %d", len(after), len(kept))
+	}
+	for k, v := range kept {
+		if after[k] != v {
+			t.Fatalf("%s changed", k)
+		}
+	}
+}
+
 func TestAuthorizationCodeFlow(t *testing.T) {
 	e := newCodeEnv(t)
 	resp := request(t, e.b, e.s, logical.ReadOperation, "creds/app", nil)
@@ -309,15 +322,7 @@ func TestCallbackFailuresChangeNothing(t *testing.T) {
 			if status != http.StatusBadRequest || !strings.Contains(body, tc.want) {
 				t.Fatalf("callback answered %d, want 400 saying %q: %s", status, tc.want, body)
 			}
-			if after := storedRoleAndTokens(t, e.s); len(after) != len(kept) {
-				t.Fatalf("storage changed: %d entries, was %d", len(after), len(kept))
-			} else {
-				for k, v := range kept {
-					if after[k] != v {
-						t.Fatalf("%s changed", k)
-					}
-				}
-			}
+			requireKept(t, kept, storedRoleAndTokens(t, e.s))
 			if recreated {
 				return
 			}

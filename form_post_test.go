@@ -137,15 +137,7 @@ func TestFormPostFailures(t *testing.T) {
 			if status != http.StatusBadRequest || !strings.Contains(body, tc.want) {
 				t.Fatalf("form post answered %d, want 400 saying %q: %s", status, tc.want, body)
 			}
-			after := storedRoleAndTokens(t, e.s)
-			for k, v := range kept {
-				if after[k] != v {
-					t.Fatalf("%s changed", k)
-				}
-			}
-			if len(after) != len(kept) {
-				t.Fatalf("storage changed: %d entries, was %d", len(after), len(kept))
-			}
+			requireKept(t, kept, storedRoleAndTokens(t, e.s))
 		})
 	}
 	t.Run("with iss", func(t *testing.T) {
