@@ -162,11 +162,7 @@ func (k *mountKey) certificate(certPEM string) (*tls.Certificate, error) {
 	if certPEM == "" {
 		return &tls.Certificate{Certificate: [][]byte{k.Current.Certificate}, PrivateKey: priv}, nil
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, err
-	}
-	return parseClientCertificate(certPEM, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), "client_key_name")
+	return parseClientCertificate(certPEM, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k.Current.Private})), "client_key_name")
 }
 
 // parseClientCertificate pairs a PEM certificate chain with its PEM private key; a key that does
