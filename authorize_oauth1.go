@@ -55,7 +55,7 @@ func (b *backend) authorizeOAuth1(ctx context.Context, s logical.Storage, target
 	}
 	p := &pendingAuthorization{
 		ID: id, Kind: kindOAuth1, Incarnation: role.Incarnation, ExpiresAt: b.now().Add(authorizeTTL),
-		StateDigest: stateDigest(token), RedirectURI: callback, TemporarySecret: secret,
+		StateDigest: digest(token), RedirectURI: callback, TemporarySecret: secret,
 	}
 	if err := b.startPending(ctx, s, name, role, p); err != nil {
 		return errorResponse(err)
@@ -77,7 +77,7 @@ func (b *backend) completeOAuth1(ctx context.Context, s logical.Storage, d *fram
 	if temporary == "" || len(temporary) > 512 {
 		return "", nil, errUnknownState
 	}
-	name, p, err := b.consumeState(ctx, s, stateDigest(temporary), kindOAuth1)
+	name, p, err := b.consumeState(ctx, s, digest(temporary), kindOAuth1)
 	if err != nil {
 		return name, nil, err
 	}

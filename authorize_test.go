@@ -45,6 +45,13 @@ func (e *codeEnv) authorize(t *testing.T, role string) (string, string) {
 	return resp.Data["auth_url"].(string), resp.Data["state"].(string)
 }
 
+// browseAuthorized starts an authorization of role app and follows it to the callback.
+func (e *codeEnv) browseAuthorized(t *testing.T) url.Values {
+	t.Helper()
+	authURL, _ := e.authorize(t, "app")
+	return browse(t, authURL)
+}
+
 // browse opens authURL as a browser would and returns the parameters of the redirect back.
 func browse(t *testing.T, authURL string) url.Values {
 	t.Helper()
@@ -124,6 +131,19 @@ func storedRoleAndTokens(t *testing.T, s *faultyStorage) map[string]string {
 	return out
 }
 
+// requireKept fails the test unless after holds exactly the entries of kept.
+func requireKept(t *testing.T, kept, after map[string]string) {
+	t.Helper()
+	if len(after) != len(kept) {
+		t.Fatalf("storage changed: %d entries, was %d", len(after), len(kept))
+	}
+	for k, v := range kept {
+		if after[k] != v {
+			t.Fatalf("%s changed", k)
+		}
+	}
+}
+
 func TestAuthorizationCodeFlow(t *testing.T) {
 	e := newCodeEnv(t)
 	resp := request(t, e.b, e.s, logical.ReadOperation, "creds/app", nil)
@@ -190,11 +210,9 @@ func TestAuthorizationCodePasted(t *testing.T) {
 	e.p.SetMetadata(map[string]any{"authorization_response_iss_parameter_supported": true})
 	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{"issuer": e.p.URL + "/"}))
 	mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "config", map[string]any{"issuer": e.p.URL}))
-	authURL, _ := e.authorize(t, "app")
-	back := browse(t, authURL)
+	back := e.browseAuthorized(t)
 	mustFailNaming(t, request(t, e.b, e.s, logical.UpdateOperation, "callback", map[string]any{"code": back.Get("code"), "state": back.Get("state"), "iss": "https://elsewhere.example"}), "RFC 9207")
-	authURL, _ = e.authorize(t, "app")
-	back = browse(t, authURL)
+	back = e.browseAuthorized(t)
 	resp := mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "callback", map[string]any{"code": back.Get("code"), "state": back.Get("state")}))
 	if resp.Data["role"] != "app" || resp.Data["sub"] != "alice" || resp.Data["authorized_at"] == "" {
 		t.Fatalf("pasted completion answered %v", resp.Data)
@@ -212,83 +230,70 @@ func TestCallbackFailuresChangeNothing(t *testing.T) {
 		want string
 	}{
 		{"unknown state", func(t *testing.T, e *codeEnv) url.Values {
-			authURL, _ := e.authorize(t, "app")
-			back := browse(t, authURL)
+			back := e.browseAuthorized(t)
 			st := back.Get("state")
 			back.Set("state", st[:len(st)-1]+map[bool]string{true: "B", false: "A"}[strings.HasSuffix(st, "A")])
 			return back
 		}, "state is unknown"},
 		{"replayed state", func(t *testing.T, e *codeEnv) url.Values {
-			authURL, _ := e.authorize(t, "app")
-			back := browse(t, authURL)
+			back := e.browseAuthorized(t)
 			if status, _ := e.callback(t, back); status != http.StatusOK {
 				t.Fatalf("first use answered %d", status)
 			}
 			return back
 		}, "state is unknown"},
 		{"replaced state", func(t *testing.T, e *codeEnv) url.Values {
-			authURL, _ := e.authorize(t, "app")
-			back := browse(t, authURL)
+			back := e.browseAuthorized(t)
 			e.authorize(t, "app")
 			return back
 		}, "state is unknown"},
 		{"expired state", func(t *testing.T, e *codeEnv) url.Values {
-			authURL, _ := e.authorize(t, "app")
-			back := browse(t, authURL)
+			back := e.browseAuthorized(t)
 			clockOf(e.b).Shift(authorizeTTL)
 			return back
 		}, "expired"},
 		{"other role's state", func(t *testing.T, e *codeEnv) url.Values {
 			mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "roles/other", map[string]any{"grant_type": "authorization_code", "scopes": "openid"}))
-			authURL, _ := e.authorize(t, "app")
-			back := browse(t, authURL)
+			back := e.browseAuthorized(t)
 			_, otherState := e.authorize(t, "other")
 			back.Set("state", otherState)
 			return back
 		}, "exchanging the code"},
 		{"role deleted and created again", func(t *testing.T, e *codeEnv) url.Values {
-			authURL, _ := e.authorize(t, "app")
-			back := browse(t, authURL)
+			back := e.browseAuthorized(t)
 			mustSucceed(t, request(t, e.b, e.s, logical.DeleteOperation, "roles/app", nil))
 			mustSucceed(t, request(t, e.b, e.s, logical.UpdateOperation, "roles/app", map[string]any{"grant_type": "authorization_code", "scopes": "openid"}))
 			return back
 		}, "state is unknown"},
 		{"provider error redirect", func(t *testing.T, e *codeEnv) url.Values {
 			e.p.AuthorizeError = "access_denied"
-			authURL, _ := e.authorize(t, "app")
-			return browse(t, authURL)
+			return e.browseAuthorized(t)
 		}, "error=&#34;access_denied&#34; error_description=&#34;The &lt;b&gt;user&lt;/b&gt; said no&#34;"},
 		{"code rejected", func(t *testing.T, e *codeEnv) url.Values {
-			authURL, _ := e.authorize(t, "app")
-			back := browse(t, authURL)
+			back := e.browseAuthorized(t)
 			back.Set("code", back.Get("code")+"x")
 			return back
 		}, "exchanging the code"},
 		{"wrong iss", func(t *testing.T, e *codeEnv) url.Values {
-			authURL, _ := e.authorize(t, "app")
-			back := browse(t, authURL)
+			back := e.browseAuthorized(t)
 			back.Set("iss", "https://attacker.example")
 			return back
 		}, "RFC 9207"},
 		{"missing iss the metadata promises", func(t *testing.T, e *codeEnv) url.Values {
 			e.rediscover(t, map[string]any{"authorization_response_iss_parameter_supported": true})
-			authURL, _ := e.authorize(t, "app")
-			return browse(t, authURL)
+			return e.browseAuthorized(t)
 		}, "has no iss"},
 		{"ID token nonce", func(t *testing.T, e *codeEnv) url.Values {
 			e.p.IDTokenClaims = func(c map[string]any) { c["nonce"] = "replayed" }
-			authURL, _ := e.authorize(t, "app")
-			return browse(t, authURL)
+			return e.browseAuthorized(t)
 		}, "nonce"},
 		{"ID token audience", func(t *testing.T, e *codeEnv) url.Values {
 			e.p.IDTokenClaims = func(c map[string]any) { c["aud"] = "someone-else" }
-			authURL, _ := e.authorize(t, "app")
-			return browse(t, authURL)
+			return e.browseAuthorized(t)
 		}, "aud"},
 		{"no refresh token", func(t *testing.T, e *codeEnv) url.Values {
 			e.p.IssueRefreshTokens = false
-			authURL, _ := e.authorize(t, "app")
-			return browse(t, authURL)
+			return e.browseAuthorized(t)
 		}, "no refresh token"},
 	}
 	for _, tc := range cases {
@@ -309,15 +314,7 @@ func TestCallbackFailuresChangeNothing(t *testing.T) {
 			if status != http.StatusBadRequest || !strings.Contains(body, tc.want) {
 				t.Fatalf("callback answered %d, want 400 saying %q: %s", status, tc.want, body)
 			}
-			if after := storedRoleAndTokens(t, e.s); len(after) != len(kept) {
-				t.Fatalf("storage changed: %d entries, was %d", len(after), len(kept))
-			} else {
-				for k, v := range kept {
-					if after[k] != v {
-						t.Fatalf("%s changed", k)
-					}
-				}
-			}
+			requireKept(t, kept, storedRoleAndTokens(t, e.s))
 			if recreated {
 				return
 			}
@@ -345,8 +342,7 @@ func TestCallbackRateLimit(t *testing.T) {
 	if status, _ := e.callback(t, bad); status != http.StatusTooManyRequests {
 		t.Fatalf("after %d failures: %d, want 429", callbackBurst, status)
 	}
-	authURL, _ := e.authorize(t, "app")
-	good := browse(t, authURL)
+	good := e.browseAuthorized(t)
 	if status, _ := e.callback(t, good); status != http.StatusTooManyRequests {
 		t.Fatalf("a good callback while limited answered %d", status)
 	}
@@ -423,8 +419,7 @@ func TestCompletionRacingRoleEdit(t *testing.T) {
 	for _, change := range []string{"edit", "delete"} {
 		t.Run(change, func(t *testing.T) {
 			e := newCodeEnv(t)
-			authURL, _ := e.authorize(t, "app")
-			back := browse(t, authURL)
+			back := e.browseAuthorized(t)
 			reached, release := holdGrant(e.p, "authorization_code")
 			var wg sync.WaitGroup
 			var status int

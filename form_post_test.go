@@ -25,6 +25,13 @@ var (
 	hiddenTags = regexp.MustCompile(`<input type="hidden" name="([^"]*)" value="([^"]*)">`)
 )
 
+// formPostAuthorized starts an authorization of role app and returns what the provider's page posts.
+func (e *codeEnv) formPostAuthorized(t *testing.T) url.Values {
+	t.Helper()
+	authURL, _ := e.authorize(t, "app")
+	return browseFormPost(t, authURL)
+}
+
 // browseFormPost opens authURL as a browser would and returns the fields of the form the
 // provider's page posts to the redirect URI.
 func browseFormPost(t *testing.T, authURL string) url.Values {
@@ -100,32 +107,27 @@ func TestFormPostFailures(t *testing.T) {
 	}{
 		{"provider error", func(t *testing.T, e *codeEnv) url.Values {
 			e.p.AuthorizeError = "access_denied"
-			authURL, _ := e.authorize(t, "app")
-			return browseFormPost(t, authURL)
+			return e.formPostAuthorized(t)
 		}, "error=&#34;access_denied&#34; error_description=&#34;The &lt;b&gt;user&lt;/b&gt; said no&#34;"},
 		{"expired state", func(t *testing.T, e *codeEnv) url.Values {
-			authURL, _ := e.authorize(t, "app")
-			posted := browseFormPost(t, authURL)
+			posted := e.formPostAuthorized(t)
 			clockOf(e.b).Shift(authorizeTTL)
 			return posted
 		}, "expired"},
 		{"code rejected", func(t *testing.T, e *codeEnv) url.Values {
-			authURL, _ := e.authorize(t, "app")
-			posted := browseFormPost(t, authURL)
+			posted := e.formPostAuthorized(t)
 			posted.Set("code", posted.Get("code")+"x")
 			return posted
 		}, "exchanging the code"},
 		{"wrong iss", func(t *testing.T, e *codeEnv) url.Values {
 			e.p.SendIss = true
-			authURL, _ := e.authorize(t, "app")
-			posted := browseFormPost(t, authURL)
+			posted := e.formPostAuthorized(t)
 			posted.Set("iss", "https://attacker.example")
 			return posted
 		}, "RFC 9207"},
 		{"missing iss the metadata promises", func(t *testing.T, e *codeEnv) url.Values {
 			e.rediscover(t, map[string]any{"authorization_response_iss_parameter_supported": true})
-			authURL, _ := e.authorize(t, "app")
-			return browseFormPost(t, authURL)
+			return e.formPostAuthorized(t)
 		}, "has no iss"},
 	}
 	for _, tc := range cases {
@@ -137,22 +139,13 @@ func TestFormPostFailures(t *testing.T) {
 			if status != http.StatusBadRequest || !strings.Contains(body, tc.want) {
 				t.Fatalf("form post answered %d, want 400 saying %q: %s", status, tc.want, body)
 			}
-			after := storedRoleAndTokens(t, e.s)
-			for k, v := range kept {
-				if after[k] != v {
-					t.Fatalf("%s changed", k)
-				}
-			}
-			if len(after) != len(kept) {
-				t.Fatalf("storage changed: %d entries, was %d", len(after), len(kept))
-			}
+			requireKept(t, kept, storedRoleAndTokens(t, e.s))
 		})
 	}
 	t.Run("with iss", func(t *testing.T) {
 		e := newFormPostEnv(t)
 		e.p.SendIss = true
-		authURL, _ := e.authorize(t, "app")
-		posted := browseFormPost(t, authURL)
+		posted := e.formPostAuthorized(t)
 		if posted.Get("iss") != e.p.URL {
 			t.Fatalf("the form carries iss %q", posted.Get("iss"))
 		}

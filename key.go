@@ -162,11 +162,7 @@ func (k *mountKey) certificate(certPEM string) (*tls.Certificate, error) {
 	if certPEM == "" {
 		return &tls.Certificate{Certificate: [][]byte{k.Current.Certificate}, PrivateKey: priv}, nil
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, err
-	}
-	return parseClientCertificate(certPEM, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), "client_key_name")
+	return parseClientCertificate(certPEM, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: k.Current.Private})), "client_key_name")
 }
 
 // parseClientCertificate pairs a PEM certificate chain with its PEM private key; a key that does
@@ -259,14 +255,20 @@ func (b *backend) key(ctx context.Context, s logical.Storage, name string) (*mou
 	return b.cache.keys.load(ctx, s, name)
 }
 
+// existingKey is the named mount key; that it does not exist is an error naming field.
+func (b *backend) existingKey(ctx context.Context, s logical.Storage, field, name string) (*mountKey, error) {
+	k, err := b.key(ctx, s, name)
+	if err == nil && k == nil {
+		err = fieldErrorf(field, "mount key %q does not exist (create it at keys/%s)", clipInput(name), clipInput(name))
+	}
+	return k, err
+}
+
 // mountSigningKey is the current signing key of the named mount key; its errors name field.
 func (b *backend) mountSigningKey(ctx context.Context, s logical.Storage, field, name string) (*oauthclient.SigningKey, error) {
-	k, err := b.key(ctx, s, name)
+	k, err := b.existingKey(ctx, s, field, name)
 	if err != nil {
 		return nil, err
-	}
-	if k == nil {
-		return nil, fieldErrorf(field, "mount key %q does not exist (create it at keys/%s)", clipInput(name), clipInput(name))
 	}
 	return k.signingKey()
 }

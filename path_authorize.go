@@ -94,7 +94,7 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 	}
 	p := &pendingAuthorization{
 		ID: id, Kind: kindCode, Incarnation: role.Incarnation, ExpiresAt: b.now().Add(authorizeTTL),
-		StateDigest: stateDigest(state),
+		StateDigest: digest(state),
 		RedirectURI: firstNonEmpty(role.RedirectURI, cfg.RedirectURI),
 		Verifier:    oauthclient.GenerateVerifier(),
 	}
@@ -175,7 +175,7 @@ func (b *backend) complete(ctx context.Context, s logical.Storage, d *framework.
 	if len(state) > 512 {
 		return completion{}, errUnknownState
 	}
-	name, p, err := b.consumeState(ctx, s, stateDigest(state), kindCode)
+	name, p, err := b.consumeState(ctx, s, digest(state), kindCode)
 	c := completion{role: name, formPost: p != nil && p.ResponseMode == responseModeFormPost}
 	if err != nil {
 		return c, err

@@ -252,12 +252,8 @@ func (b *backend) checkKeyNames(ctx context.Context, s logical.Storage, names ma
 		if name == "" {
 			continue
 		}
-		k, err := b.key(ctx, s, name)
-		if err != nil {
+		if _, err := b.existingKey(ctx, s, field, name); err != nil {
 			return err
-		}
-		if k == nil {
-			return fieldErrorf(field, "mount key %q does not exist (create it at keys/%s)", clipInput(name), clipInput(name))
 		}
 	}
 	return nil
